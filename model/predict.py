@@ -1,0 +1,183 @@
+"""The one prediction API, used by the demo, the workers and evaluation alike.
+
+Reads like a `transformers` pipeline: inputs are checked, `preprocess` decodes and resizes (model.images),
+`forward` runs the network on a batch (the only step that touches the framework) and `postprocess`
+turns probabilities into plain (label, confidence) lists. Every step takes batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.bundle import BundleConfig, load_keras_model, read_card, weights_hash
+from model.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_images
+
+IMAGENET = "imagenet"
+IMAGENET_LABELS_FILE = Path(__file__).with_name("imagenet_labels.json")
+
+
+@dataclass
+class Prediction:
+    """One image's result: top-k (label, confidence) pairs, or the error that stopped it."""
+
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+    model_version: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def label(self) -> str | None:
+        return self.top_k[0][0] if self.top_k else None
+
+    @property
+    def confidence(self) -> float | None:
+        return self.top_k[0][1] if self.top_k else None
+
+    def as_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "confidence": self.confidence,
+            "top_k": [[label, conf] for label, conf in self.top_k],
+            "error": self.error,
+            "model_version": self.model_version,
+        }
+
+
+def compile_forward(model, input_size: int):
+    """A compiled batch forward pass: numpy float32 (N, H, W, 3) in, numpy probabilities out.
+
+    On TensorFlow a `tf.function` with a batch-agnostic signature traces once for every batch size;
+    other Keras backends go through `predict_on_batch`, which they compile themselves.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        return lambda batch: fn(tf.constant(batch)).numpy()
+    return lambda batch: np.asarray(model.predict_on_batch(batch))
+
+
+class Classifier:
+    def __init__(self, model, config: BundleConfig, card: dict | None = None, forward_fn=None):
+        self.model = model
+        self.config = config
+        self.card = card or {}
+        self.labels: list[str] = list(config.labels)
+        self.input_size: int = int(config.input_size)
+        self.model_version: str = config.model_version or weights_hash(model)
+        self.max_pixels = DEFAULT_MAX_PIXELS
+        self._forward = forward_fn or compile_forward(model, self.input_size)
+
+    # -- the three steps -------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[str | None]]:
+        """Decode in parallel; returns the batch of the good images and a per-input error (or None)."""
+        decoded = load_images(images, self.input_size, self.max_pixels)
+        errors = [str(d) if isinstance(d, ImageError) else None for d in decoded]
+        good = [d for d in decoded if not isinstance(d, ImageError)]
+        if good:
+            batch = np.stack(good).astype(np.float32)
+        else:
+            batch = np.zeros((0, self.input_size, self.input_size, 3), np.float32)
+        return batch, errors
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self._forward(np.asarray(batch, dtype=np.float32))
+
+    def postprocess(self, probs: np.ndarray, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        k = max(1, min(int(top_k), len(self.labels)))  # clamp like transformers does
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[(self.labels[i], float(row[i])) for i in idx] for row, idx in zip(probs, order, strict=False)]
+
+    # -- public API --------------------------------------------------------------------------------
+    def predict(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+        """Classify a list of images (paths, bytes, arrays or PIL images); one `Prediction` per input."""
+        if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) and not (
+            isinstance(images, np.ndarray) and images.ndim == 4
+        ):
+            images = [images]
+        return list(self.iter_predict(list(images), top_k=top_k, batch_size=batch_size))
+
+    __call__ = predict
+
+    def iter_predict(
+        self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 32
+    ) -> Iterator[Prediction]:
+        """Stream predictions, decoding batch i+1 in a thread while the network runs on batch i."""
+        chunks = _chunks(images, batch_size)
+        with ThreadPoolExecutor(max_workers=1) as prefetch:
+            pending = None
+            for chunk in chunks:
+                nxt = prefetch.submit(self.preprocess, chunk)
+                if pending is not None:
+                    yield from self._finish(*pending.result(), top_k)
+                pending = nxt
+            if pending is not None:
+                yield from self._finish(*pending.result(), top_k)
+
+    def predict_probs(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Full probability vectors for images that must all be valid (raises ImageError otherwise)."""
+        batch, errors = self.preprocess(images)
+        for err in errors:
+            if err:
+                raise ImageError(err)
+        return self.forward(batch)
+
+    def _finish(self, batch: np.ndarray, errors: list[str | None], top_k: int) -> Iterator[Prediction]:
+        ranked = iter(self.postprocess(self.forward(batch), top_k))
+        for err in errors:
+            if err:
+                yield Prediction(error=err, model_version=self.model_version)
+            else:
+                yield Prediction(top_k=next(ranked), model_version=self.model_version)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def imagenet_labels() -> list[str]:
+    """Human-readable names of the 1000 ImageNet classes, shipped with the repo (no download)."""
+    data = json.loads(IMAGENET_LABELS_FILE.read_text())
+    return [data[str(i)][1] for i in range(1000)]
+
+
+def load_classifier(source: str | os.PathLike | None = None, input_size: int = 224) -> Classifier:
+    """Load a bundle folder, or the stock ImageNet DenseNet121 with source='imagenet'.
+
+    Loading never executes code from the file (Keras safe mode). The first call imports Keras.
+    """
+    if source is None:
+        from settings import get_settings
+
+        source = get_settings().model_dir
+    if str(source) == IMAGENET:
+        from model.network import build_imagenet_model
+
+        model = build_imagenet_model(input_size)
+        config = BundleConfig(labels=imagenet_labels(), input_size=input_size, weights=IMAGENET)
+        return Classifier(model, config, card={"dataset": "ImageNet-1k (stock Keras weights)"})
+    config = BundleConfig.read(source)
+    model = load_keras_model(source)
+    return Classifier(model, config, card=read_card(source))

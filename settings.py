@@ -1,0 +1,45 @@
+"""One settings object for every role (demo, workers, training, reports), read from the environment.
+
+Twelve-factor style: each field can be overridden by an environment variable of the same name
+(`REDIS_URL`, `DATABASE_URL`, `MODEL_DIR`, ...); the defaults below make a fresh clone work with
+no external service (SQLite next to the repo, Redis on localhost).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent
+SHIPPED_MODEL_DIR = ROOT / "model" / "fruits-densenet121"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", protected_namespaces=())
+
+    # Classifier core
+    model_dir: str = str(SHIPPED_MODEL_DIR)
+    top_k: int = 5
+    batch_size: int = 32
+    max_image_pixels: int = 64_000_000  # decompression-bomb guard (Pillow warns at 89M)
+    runtime: str = "auto"
+
+    # Batch path
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = f"sqlite:///{ROOT / 'data' / 'results.db'}"
+    chunk_size: int = 64  # images per Celery task; small enough to finish well inside the visibility timeout
+    visibility_timeout_s: int = 3600
+
+    # Demo
+    demo_host: str = "127.0.0.1"
+    demo_port: int = 7860
+    demo_auth: str | None = None  # "user:pass"
+    demo_allowed_roots: str = str(ROOT / "data")  # os.pathsep-separated folders the Batch tab may read
+    demo_uncertain_below: float = 0.5
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

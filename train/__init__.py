@@ -1,0 +1,1 @@
+"""Training and evaluation of DenseNet121 classifiers on folder-per-class datasets."""

@@ -1,0 +1,90 @@
+"""
+Evaluate a model bundle on any folder-per-class dataset whose class names are a subset of its labels.
+
+    python -m train.evaluate --model model/fruits-densenet121 --data ../shared/datasets/fruits/val [--json OUT]
+
+Prints the per-class report and, last, one summary line `top1=<float> top5=<float>`.
+Predictions go through the same `Classifier` as the demo and the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from train.data import class_dirs, list_files
+
+BATCH_SIZE = 32
+
+
+def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None) -> dict:
+    """Top-1/5, per-class P/R/F1, confusion matrix and ECE of `classifier` on `data_dir`."""
+    from train.train import write_evaluation
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    if (root / "val").is_dir() and not set(d.name for d in class_dirs(root)) & set(classifier.labels):
+        root = root / "val"  # a DIR/train + DIR/val dataset: evaluate its val split
+    folders = [d.name for d in class_dirs(root)]
+    unknown = sorted(set(folders) - set(classifier.labels))
+    if unknown:
+        raise ValueError(f"class folders not among the model's labels: {', '.join(unknown)}")
+    split = list_files(root, classifier.labels)
+    if not len(split):
+        raise ValueError(f"no images found under {root}")
+    y_true, probs, paths, skipped = [], [], [], []
+    with tqdm(total=len(split), desc="evaluate", unit="img", file=sys.stderr) as bar:
+        for start in range(0, len(split), BATCH_SIZE):
+            chunk = split.paths[start : start + BATCH_SIZE]
+            batch, errors = classifier.preprocess(chunk)
+            p = classifier.forward(batch)
+            ok = [i for i, e in enumerate(errors) if e is None]
+            probs.append(p)
+            y_true += [split.labels[start + i] for i in ok]
+            paths += [str(chunk[i]) for i in ok]
+            skipped += [(str(chunk[i]), e) for i, e in enumerate(errors) if e]
+            bar.update(len(chunk))
+    for path, err in skipped:
+        print(f"skipped {path}: {err}", file=sys.stderr)
+    out_dir = out_dir or Path(_tmpdir())
+    summary = write_evaluation(out_dir, np.asarray(y_true), np.concatenate(probs), classifier.labels, paths)
+    summary["skipped"] = len(skipped)
+    summary["model_version"] = classifier.model_version
+    return summary
+
+
+def _tmpdir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="evaluate-")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.strip().split("\n")[0])
+    p.add_argument("--model", required=True, help="model bundle folder (or 'imagenet')")
+    p.add_argument("--data", required=True, help="folder-per-class images")
+    p.add_argument("--json", default=None, help="write the full metrics to this JSON file")
+    p.add_argument("--out", default=None, help="folder for report.txt and confusion_matrix.png")
+    args = p.parse_args(argv)
+
+    from model.predict import load_classifier
+
+    classifier = load_classifier(args.model)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    summary = evaluate(classifier, args.data, out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"top1={summary['top1']:.4f} top5={summary['top5']:.4f}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Training curves and confusion matrices as PNG files (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_history(csv_path: str | Path) -> dict[str, list[float]]:
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(r[key]) for r in rows if r.get(key) not in (None, "")] for key in (rows[0] if rows else {})}
+
+
+def plot_curve(history: dict[str, list[float]], metric: str, out: str | Path, title: str) -> None:
+    """Train vs val curve for one metric (as in the seed: accuracy.png and loss.png)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    epochs = np.arange(1, len(history.get(metric, [])) + 1)
+    ax.plot(epochs, history.get(metric, []), "o-", label=f"train {metric}")
+    if f"val_{metric}" in history:
+        ax.plot(epochs, history[f"val_{metric}"], "s-", label=f"val {metric}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def plot_confusion(cm: np.ndarray, labels: list[str], out: str | Path, title: str = "Confusion matrix") -> None:
+    """Row-normalised confusion matrix (recall on the diagonal), with raw counts written in the cells."""
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(5, 0.45 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
