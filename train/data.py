@@ -96,7 +96,8 @@ def decode_split(split: Split, size: int) -> tuple[np.ndarray, np.ndarray, list[
     with tqdm(total=len(split), desc=f"decode@{size}px", unit="img", leave=False) as bar:
         for start in range(0, len(split), step):
             batch_paths = split.paths[start : start + step]
-            for path, y, arr in zip(batch_paths, split.labels[start : start + step], load_images(batch_paths, size), strict=False):
+            decoded = load_images(batch_paths, size)
+            for path, y, arr in zip(batch_paths, split.labels[start : start + step], decoded, strict=True):
                 if isinstance(arr, Exception):
                     print(f"skipping {path}: {arr}")
                     continue
