@@ -15,7 +15,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 venv: $(BIN)/.installed
 
 ## The main job: the Gradio demo on the shipped fruit model (SQLite, no external service needed)
-demo: venv
+demo: venv batch-up
 	$(BIN)/python demo.py
 
 ## The test suite (starts Redis/PostgreSQL when they are not running)
@@ -34,10 +34,31 @@ FRUITS ?= ../shared/datasets/fruits
 EXTRA ?= ../shared/datasets/grocery-other
 train-fruits: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
-	  --epochs 20 --out runs/fruits-64 $(if $(RESUME),--resume,)
+	  --epochs 14 --out runs/fruits-64 $(if $(RESUME),--resume,)
 
 evaluate-fruits: venv
 	$(BIN)/python -m train.evaluate --model model/fruits-densenet121 --data $(FRUITS)/val
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## Demo benchmark: HTTP latency vs the bare model call, batched vs unbatched throughput (SMALL=1: untrained 64px net)
+.PHONY: bench-demo
+bench-demo: venv
+	$(BIN)/python -m tests.bench_demo $(if $(SMALL),--small,)
+
+## Batch path on this machine: a local redis-server if none runs, SQLite, one Celery worker
+.PHONY: batch batch-up batch-down bench-batch
+batch: venv
+	$(BIN)/python -m worker.dev
+
+# In the background (log: data/worker.log); never fails `make demo`, which works without it for single images
+batch-up: venv
+	-$(BIN)/python -m worker.dev --background
+
+batch-down:
+	-$(BIN)/python -m worker.dev --stop
+
+## Batch benchmark: bare forward pass vs folder-to-database pipeline vs per-image model.predict (SMALL=1: quick)
+bench-batch: venv
+	$(BIN)/python -m worker.bench $(if $(SMALL),--images 64 --input-size 64,)

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     demo_auth: str | None = None  # "user:pass"
     demo_allowed_roots: str = str(ROOT / "data")  # os.pathsep-separated folders the Batch tab may read
     demo_uncertain_below: float = 0.5
+    demo_max_batch_size: int = 8  # concurrent requests that share one forward pass
+    demo_max_file_size: str = "20mb"  # uploads above this are refused by Gradio before they reach the model
+    demo_queue_size: int = 64  # requests waiting beyond this get "queue full" instead of a long wait
 
 
 @lru_cache

@@ -55,6 +55,8 @@ def _open(source: ImageInput, max_pixels: int, size: int | None) -> Image.Image:
             fp = open(path, "rb")  # noqa: SIM115 - PIL takes ownership and closes it
         except PermissionError as exc:
             raise ImageError(f"cannot read file: permission denied ({path.name})") from exc
+        except OSError as exc:  # I/O errors, stale NFS handles, names the OS refuses: a per-file error
+            raise ImageError(f"cannot read file: {exc.strerror or exc} ({path.name})") from exc
         name = path.name
     try:
         img = Image.open(fp)

@@ -20,7 +20,6 @@ from model.bundle import BundleConfig, load_keras_model, read_card, weights_hash
 from model.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_images
 
 IMAGENET = "imagenet"
-IMAGENET_LABELS_FILE = Path(__file__).with_name("imagenet_labels.json")
 
 
 @dataclass
@@ -158,8 +157,17 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 
 def imagenet_labels() -> list[str]:
-    """Human-readable names of the 1000 ImageNet classes, shipped with the repo (no download)."""
-    data = json.loads(IMAGENET_LABELS_FILE.read_text())
+    """Human-readable names of the 1000 ImageNet classes, fetched (and cached) by Keras like the weights."""
+    import keras
+    from keras.src.applications.imagenet_utils import CLASS_INDEX_PATH
+
+    from model.network import IMAGENET_HINT, WeightsUnavailableError
+
+    try:
+        path = keras.utils.get_file("imagenet_class_index.json", CLASS_INDEX_PATH, cache_subdir="models")
+    except Exception as exc:
+        raise WeightsUnavailableError(IMAGENET_HINT.format(why=f": {exc}")) from exc
+    data = json.loads(Path(path).read_text())
     return [data[str(i)][1] for i in range(1000)]
 
 

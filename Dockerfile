@@ -1,0 +1,18 @@
+# One image for every role (demo, worker, flower, migrations); docker-compose.yml picks the command.
+# GPU build: docker compose --profile gpu build  (TF_PACKAGE="tensorflow[and-cuda]==2.21.0")
+FROM python:3.11-slim
+
+ARG TF_PACKAGE=""
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 PIP_NO_CACHE_DIR=1
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install -r requirements.txt \
+ && if [ -n "$TF_PACKAGE" ]; then pip uninstall -y tensorflow-cpu && pip install "$TF_PACKAGE"; fi
+
+COPY . .
+RUN useradd --create-home --uid 1000 app && mkdir -p /app/data && chown app /app/data
+USER app
+
+EXPOSE 7860
+CMD ["python", "demo.py", "--host", "0.0.0.0"]

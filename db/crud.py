@@ -1,0 +1,114 @@
+"""Writes of the batch path. Keyword-only functions taking a Session; the caller commits (one commit per chunk).
+
+Result rows are written with INSERT ... ON CONFLICT DO NOTHING on (job_id, path, model_version), so a chunk
+that is delivered twice (a worker died after writing, before acknowledging) never duplicates a row, and
+job counters are recounted from the rows rather than incremented, so they are right after any replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import Job, JobStatus, ModelRecord, Prediction, utcnow
+
+# SQLite's default limit is 32766 host parameters per statement; PostgreSQL's is 65535. 12 columns a row.
+_ROWS_PER_INSERT = 1000
+_HASHES_PER_QUERY = 900
+
+
+def _insert(session: Session, table):
+    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def upsert_model(*, session: Session, version: str, labels: Sequence[str], input_size: int, source: str = "",
+                 card: dict[str, Any] | None = None) -> None:
+    """Record a model version once; later loads of the same weights change nothing."""
+    stmt = _insert(session, ModelRecord).values(
+        version=version, labels=list(labels), input_size=int(input_size), source=str(source), card=card or {},
+        created_at=utcnow(),
+    )
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["version"]))
+
+
+def create_job(*, session: Session, job_id: str, folder: str, recursive: bool, model_dir: str, model_version: str,
+               total: int, skipped: int = 0) -> Job:
+    job = Job(id=job_id, folder=folder, recursive=recursive, model_dir=model_dir, model_version=model_version,
+              status=JobStatus.QUEUED, total=total, done=0, errors=0, reused=0, skipped=skipped, chunks=0,
+              created_at=utcnow())
+    session.add(job)
+    session.flush()
+    return job
+
+
+def insert_predictions(*, session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    """Bulk insert result rows; rows whose (job_id, path, model_version) exists already are left alone."""
+    rows = [{"reused": False, "created_at": utcnow(), **r} for r in rows]
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        stmt = _insert(session, Prediction).values(rows[start:start + _ROWS_PER_INSERT])
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "path", "model_version"]))
+
+
+def reusable_results(*, session: Session, model_version: str, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Stored successful results by content hash for this model version (any earlier job).
+
+    Error rows are not reused: an error can be transient (a file still being written, a permission fixed
+    since), and recomputing a failure costs only a decode attempt.
+    """
+    wanted = sorted({h for h in hashes if h})
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), _HASHES_PER_QUERY):
+        part = wanted[start:start + _HASHES_PER_QUERY]
+        stmt = select(Prediction.content_hash, Prediction.label, Prediction.confidence, Prediction.top_k).where(
+            Prediction.model_version == model_version,
+            Prediction.error.is_(None),
+            Prediction.content_hash.in_(part),
+        )
+        for h, label, conf, top_k in session.execute(stmt):
+            found.setdefault(h, {"label": label, "confidence": conf, "top_k": top_k})
+    return found
+
+
+def refresh_job(*, session: Session, job_id: str, chunks: int | None = None) -> Job | None:
+    """Recount the job's rows and set its status; the job row is locked so concurrent chunks serialise here.
+
+    Call after inserting a chunk's rows, in the same transaction: on PostgreSQL the row lock makes the
+    next chunk's count (a new snapshot under READ COMMITTED) see this chunk's committed rows.
+    """
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+    if job is None:
+        return None
+    done, errors, reused = session.execute(
+        select(
+            func.count(),
+            func.count(Prediction.error),
+            func.coalesce(func.sum(case((Prediction.reused, 1), else_=0)), 0),
+        ).where(Prediction.job_id == job_id)
+    ).one()
+    now = utcnow()
+    values: dict[str, Any] = {"done": int(done), "errors": int(errors), "reused": int(reused)}
+    if chunks is not None:
+        values["chunks"] = chunks
+    if job.status not in JobStatus.FINISHED:
+        if done >= job.total:
+            values.update(status=JobStatus.DONE, finished_at=now)
+            values.setdefault("started_at", job.started_at or now)
+        elif done > reused and job.status == JobStatus.QUEUED:
+            values.update(status=JobStatus.RUNNING, started_at=now)
+    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    session.refresh(job)
+    return job
+
+
+def mark_started(*, session: Session, job_id: str, when: datetime | None = None) -> None:
+    """A worker began a chunk of this job: queued -> running (first one wins)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, started_at=when or utcnow())
+    )

@@ -1,0 +1,132 @@
+"""Reports on stored results.
+
+    python -m db.report JOB_ID [--format table|csv|json] [--min-confidence X] [--label L] [--limit N]
+    python -m db.report --list [--format ...]
+
+`table` prints the job's summary (counts per label, confidence histogram, errors, least confident images)
+and then its predictions, lowest confidence first; `csv` writes the predictions; `json` writes both.
+A unique prefix of a job id is enough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from db.reports import find_job, job_predictions, job_summary, list_jobs
+
+JOB_COLUMNS = ["job_id", "status", "total", "done", "errors", "reused", "skipped", "model_version", "created_at",
+               "elapsed_s", "folder"]
+PREDICTION_COLUMNS = ["path", "label", "confidence", "error", "reused", "content_hash", "model_version"]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _table(rows: list[dict], columns: list[str], out: TextIO) -> None:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), file=out)
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _csv(rows: list[dict], columns: list[str], out: TextIO) -> None:
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _summary_table(summary: dict, out: TextIO) -> None:
+    job = summary["job"]
+    print(f"job {job['job_id']}  {job['status']}  {job['done']}/{job['total']} images  errors {job['errors']}  "
+          f"reused {job['reused']}  skipped {job['skipped']}  model {job['model_version']}  {job['elapsed_s']:.1f} s",
+          file=out)
+    print(f"folder {job['folder']}\n", file=out)
+    if summary["labels"]:
+        print("label counts", file=out)
+        _table(summary["labels"], ["label", "count", "mean_confidence"], out)
+        print(file=out)
+    peak = max([h["count"] for h in summary["histogram"]] + [1])
+    print("confidence", file=out)
+    for h in summary["histogram"]:
+        bar = "#" * round(40 * h["count"] / peak)
+        print(f"  {h['from']:.1f}-{h['to']:.1f} {h['count']:>7} {bar}", file=out)
+    print(file=out)
+    if summary["errors"]:
+        print(f"errors ({len(summary['errors'])})", file=out)
+        _table(summary["errors"], ["path", "error"], out)
+        print(file=out)
+    print(f"below {summary['low_confidence_below']:.2f} confidence: {summary['low_confidence_count']}\n", file=out)
+
+
+def write_table(summary: dict | None, rows: list[dict], columns: list[str], out: TextIO) -> None:
+    if summary is not None:
+        _summary_table(summary, out)
+        print("predictions (lowest confidence first)", file=out)
+    _table(rows, columns, out)
+
+
+def write_csv(summary: dict | None, rows: list[dict], columns: list[str], out: TextIO) -> None:
+    _csv(rows, columns, out)
+
+
+def write_json(summary: dict | None, rows: list[dict], columns: list[str], out: TextIO) -> None:
+    data: Any = rows if summary is None else {"summary": summary, "predictions": rows}
+    json.dump(data, out, indent=2, default=str)
+    out.write("\n")
+
+
+FORMATS: dict[str, Callable[[dict | None, list[dict], list[str], TextIO], None]] = {
+    "table": write_table,
+    "csv": write_csv,
+    "json": write_json,
+}
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m db.report", description="Reports on batch jobs.",
+                                     epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job_id", nargs="?", help="job id (or a unique prefix)")
+    parser.add_argument("--list", action="store_true", help="list recent jobs")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="table")
+    parser.add_argument("--min-confidence", type=float, help="only predictions at or above this confidence")
+    parser.add_argument("--label", help="only predictions with this top-1 label")
+    parser.add_argument("--limit", type=int, help="at most N predictions (table default: 50)")
+    parser.add_argument("--database-url", help="default: DATABASE_URL / settings")
+    args = parser.parse_args(argv)
+    if not args.list and not args.job_id:
+        parser.error("give a JOB_ID or --list")
+    out = out or sys.stdout
+
+    from db.migrate import ensure_schema
+    from db.session import session_factory
+
+    ensure_schema(args.database_url)
+    with session_factory(args.database_url)() as session:
+        if args.list:
+            FORMATS[args.format](None, list_jobs(session, limit=args.limit or 50), JOB_COLUMNS, out)
+            return 0
+        try:
+            job = find_job(session, args.job_id)
+        except LookupError as exc:
+            print(f"error: {exc} (python -m db.report --list shows the jobs)", file=sys.stderr)
+            return 2
+        limit = args.limit if args.limit is not None else (50 if args.format == "table" else None)
+        rows = job_predictions(session, job.id, min_confidence=args.min_confidence, label=args.label, limit=limit)
+        summary = job_summary(session, job.id) if args.format != "csv" else None
+    FORMATS[args.format](summary, rows, PREDICTION_COLUMNS, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""demo.py's plain helpers (no server, no TensorFlow): the Batch tab's folder rule, payloads, the model card."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import pytest
+
+import demo
+
+
+def test_resolve_folder_accepts_folders_inside_a_root(tmp_path):
+    root = tmp_path / "data"
+    (root / "photos" / "a").mkdir(parents=True)
+    roots = demo.allowed_roots(f"{root}{os.pathsep}{tmp_path / 'other'}")
+    assert demo.resolve_folder(str(root / "photos"), roots) == (root / "photos").resolve()
+    assert demo.resolve_folder("photos/a", roots) == (root / "photos" / "a").resolve()  # relative to a root
+    assert demo.resolve_folder(str(root), roots) == root.resolve()
+
+
+@pytest.mark.parametrize("folder, message", [
+    ("", "Enter a folder"),
+    ("/etc", "not inside"),
+    ("../secrets", "'..'"),
+    ("photos/../../secrets", "'..'"),
+    ("escape", "not inside"),  # a symlink inside the root that points outside it
+    ("photos/missing", "No such folder"),
+    ("notes.txt", "Not a folder"),
+])
+def test_resolve_folder_refuses_everything_else(tmp_path, folder, message):
+    root = tmp_path / "data"
+    (root / "photos").mkdir(parents=True)
+    (tmp_path / "secrets").mkdir()
+    (root / "escape").symlink_to(tmp_path / "secrets", target_is_directory=True)
+    (root / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=message):
+        demo.resolve_folder(folder, demo.allowed_roots(str(root)))
+    with pytest.raises(ValueError, match="No folders"):
+        demo.resolve_folder("photos", [])
+
+
+def test_payload_source():
+    assert demo.payload_source(None) is None
+    assert demo.payload_source({"path": "/tmp/x.jpg", "url": None}) == "/tmp/x.jpg"
+    data = b"\x89PNG..."
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    assert demo.payload_source({"path": None, "url": url}) == data
+
+
+def test_verdict_says_not_sure_below_the_threshold():
+    assert "Not sure" in demo.verdict([("apple", 0.4), ("pear", 0.3), ("plum", 0.1)], 0.5)
+    assert demo.verdict([("apple", 0.9), ("pear", 0.05)], 0.5).startswith("### apple (90%)")
+
+
+def test_model_card_and_missing_bundle(tmp_path, tiny_bundle):
+    missing = demo.Engine(tmp_path / "nope").missing()
+    assert "No model bundle" in missing and "--model" in missing
+    text = demo.model_card_markdown(tiny_bundle, None)
+    assert "apple, banana, cherry" in text and "tiny test set" in text
+    app = demo.build_demo(tmp_path / "nope")  # builds (and would serve) with a clear notice, not a traceback
+    assert app.engine.missing()
+
+
+def test_examples_ship_with_their_license():
+    paths = demo.example_paths()
+    assert len(paths) >= 21 * 2
+    assert (demo.EXAMPLES_DIR / "NOTICE.md").is_file()
+    assert len({os.path.basename(os.path.dirname(p)) for p in paths[:21]}) == 21  # first page: every class

@@ -1,0 +1,77 @@
+"""The running demo through its HTTP API (gradio_client), on the tiny real DenseNet121 bundle."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.images import ImageError, load_image
+from tests.demo_server import running_demo
+from tests.imagegen import write_bad_images, write_good_images
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle):
+    from gradio_client import Client
+
+    url, _ = running_demo(tiny_bundle)
+    return Client(url, verbose=False, download_files=False)
+
+
+def _predict(client, path):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), api_name="/classify")
+
+
+def test_prediction_matches_the_core(client, tiny_classifier, tmp_path):
+    paths = write_good_images(tmp_path, 2)
+    for path in paths:
+        label, heatmap, verdict = _predict(client, path)
+        expected = tiny_classifier.predict([path], top_k=5)[0]
+        got = [(c["label"], c["confidence"]) for c in label["confidences"]]
+        assert [name for name, _ in got] == [name for name, _ in expected.top_k]
+        assert [c for _, c in got] == pytest.approx([c for _, c in expected.top_k], abs=1e-5)
+        assert label["label"] == expected.label
+        assert heatmap is not None  # the Grad-CAM overlay came back as an image file
+        assert expected.label in verdict
+
+
+def test_bad_inputs_give_the_error_message(client, tmp_path):
+    for kind, path in write_bad_images(tmp_path).items():
+        with pytest.raises(ImageError) as err:
+            load_image(path, 32)
+        label, heatmap, verdict = _predict(client, path)
+        assert str(err.value) in verdict, kind
+        assert not label or not label.get("confidences"), kind
+        assert heatmap is None, kind
+    label, heatmap, verdict = client.predict(None, api_name="/classify")
+    assert "No image" in verdict
+
+
+def test_concurrent_requests_all_succeed_and_share_forward_passes(client, tiny_classifier, tiny_bundle, tmp_path):
+    from gradio_client import handle_file
+
+    _, app = running_demo(tiny_bundle)
+    paths = write_good_images(tmp_path, 8, seed=10)
+    app.engine.batch_sizes.clear()
+    jobs = [client.submit(handle_file(str(p)), api_name="/classify") for p in paths]
+    results = [job.result(timeout=120) for job in jobs]
+    expected = tiny_classifier.predict(paths, top_k=5)
+    assert [r[0]["label"] for r in results] == [e.label for e in expected]
+    assert sum(app.engine.batch_sizes) == 8
+    assert max(app.engine.batch_sizes) > 1  # at least one forward pass served several requests
+
+
+def test_batch_tab_degrades_without_a_broker(client, monkeypatch, tmp_path):
+    import demo
+
+    monkeypatch.setattr(demo, "broker_ready", lambda: False)
+    root = tmp_path / "root"
+    write_good_images(root / "photos", 1)
+    monkeypatch.setattr(demo, "allowed_roots", lambda spec: [root.resolve()])
+    message, job_id, _ = client.predict("photos", False, api_name="/submit_job")
+    assert "no task broker" in message and job_id == ""
+    message, job_id, _ = client.predict("/etc", False, api_name="/submit_job")
+    assert "not inside a folder open to batch jobs" in message

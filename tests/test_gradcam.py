@@ -1,0 +1,34 @@
+"""Grad-CAM on the tiny real DenseNet121: one pass gives the model's own probabilities and CAM = ReLU(A . W_c)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model.gradcam import GradCAM, class_weights, feature_maps, heatmaps, overlay
+
+
+def test_cam_probabilities_and_heatmaps(tiny_classifier):
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    cam = GradCAM(tiny_classifier.model)
+    features, probs = cam(batch)
+    np.testing.assert_allclose(probs, tiny_classifier.forward(batch), atol=1e-6)
+    np.testing.assert_allclose(features, np.asarray(feature_maps(tiny_classifier.model, batch)), atol=1e-5)
+    w = class_weights(tiny_classifier.model)
+    top = probs.argmax(axis=1)
+    maps = heatmaps(features, w, top)
+    manual = np.maximum((features * w[:, top].T[:, None, None, :]).sum(-1), 0)
+    peak = manual.reshape(3, -1).max(1)
+    np.testing.assert_allclose(maps, manual / np.where(peak > 0, peak, 1)[:, None, None], atol=1e-5)
+    assert maps.min() >= 0 and maps.max() <= 1
+
+
+def test_heatmaps_and_overlay_shapes():
+    features = np.random.default_rng(1).normal(size=(2, 7, 7, 16)).astype(np.float32)
+    weights = np.random.default_rng(2).normal(size=(16, 4)).astype(np.float32)
+    maps = heatmaps(features, weights, [0, 3])
+    assert maps.shape == (2, 7, 7) and np.isclose(maps.max(axis=(1, 2)), 1).all()
+    image = np.full((40, 60, 3), 128, np.uint8)
+    out = overlay(image, maps[0])
+    assert out.shape == (40, 60, 3) and out.dtype == np.uint8
+    assert not np.array_equal(out, image)

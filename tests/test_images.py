@@ -1,0 +1,94 @@
+"""Image loading for real files: orientation, colour modes, and a clear error for every kind of bad file."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.images import ImageError, load_image, load_images
+from tests.imagegen import random_rgb, write_bad_images
+
+
+def _save(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [("P", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("1", "BMP")],
+)
+def test_any_mode_becomes_rgb_uint8(mode, fmt):
+    img = Image.fromarray(random_rgb(1, (20, 10))).convert(mode)
+    arr = load_image(_save(img, fmt), size=16)
+    assert arr.shape == (16, 16, 3) and arr.dtype == np.uint8
+
+
+def test_sixteen_bit_keeps_its_range():
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)  # 0..65520
+    arr = load_image(_save(Image.fromarray(ramp), "PNG"))  # uint16 array -> mode I;16
+    assert arr.min() == 0 and arr.max() == 255  # scaled, not clipped to white
+
+
+def test_transparent_pixels_become_white():
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent black
+    arr = load_image(_save(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert (arr == 255).all()
+
+
+def test_exif_orientation_is_applied():
+    tall = np.zeros((40, 20, 3), np.uint8)
+    tall[:10] = 255  # white band at the top of a tall image
+    img = Image.fromarray(tall)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    arr = load_image(_save(img, "JPEG", exif=exif, quality=95))
+    assert arr.shape[:2] == (20, 40)  # displayed landscape
+    assert arr[:, -10:].mean() > 200  # the band ends up on the right after the 90 degree turn
+
+
+def test_resize_matches_pillow_bilinear():
+    src = random_rgb(3, (50, 30))
+    expected = np.asarray(Image.fromarray(src).resize((24, 24), Image.BILINEAR))
+    np.testing.assert_array_equal(load_image(src, size=24), expected)
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("empty", "empty file"),
+    ("not_an_image", "not an image"),
+    ("truncated", "truncated"),
+    ("corrupt", "corrupt"),
+    ("too_large", "too large"),
+])
+def test_bad_files_give_a_clear_error(tmp_path, kind, words):
+    path = write_bad_images(tmp_path)[kind]
+    with pytest.raises(ImageError, match=words):
+        load_image(path, size=32)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="folder"):
+        load_image(tmp_path)
+
+
+def test_pixel_limit_is_configurable(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (200, 100)).save(path)
+    assert load_image(path, size=8, max_pixels=20_000).shape == (8, 8, 3)
+    with pytest.raises(ImageError, match="too large"):
+        load_image(path, size=8, max_pixels=19_999)
+
+
+def test_load_images_keeps_order_and_reports_errors_in_place(tmp_path):
+    bad = write_bad_images(tmp_path / "bad")
+    good = tmp_path / "good.png"
+    Image.fromarray(random_rgb(5)).save(good)
+    out = load_images([good, bad["empty"], good, bad["truncated"]], size=16)
+    assert [type(o).__name__ for o in out] == ["ndarray", "ImageError", "ndarray", "ImageError"]
+    np.testing.assert_array_equal(out[0], out[2])

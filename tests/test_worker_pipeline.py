@@ -1,0 +1,121 @@
+"""worker/: configuration, submit errors and the chunk logic as plain functions (no broker, tiny model)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.batchutil import ROOT
+from tests.imagegen import write_bad_images, write_good_images
+
+
+def test_importing_the_worker_does_not_import_tensorflow():
+    code = ("import sys, worker.celery_app, worker.tasks, worker.submit, worker.dev, db.report; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_celery_configuration():
+    from worker.celery_app import app
+    from worker.tasks import TRANSIENT_ERRORS, classify_chunk
+
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_proc_alive_timeout >= 30
+    assert conf.broker_transport_options["visibility_timeout"] > 0
+    assert "worker.tasks" in app.conf.include
+    assert set(TRANSIENT_ERRORS) <= set(classify_chunk.autoretry_for)
+
+
+def test_scan_folder_and_hashes(tmp_path):
+    from worker.pipeline import hash_files, scan_folder
+
+    good = write_good_images(tmp_path, 3)
+    write_good_images(tmp_path / "sub", 2)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / ".hidden.jpg").write_bytes(b"x")
+    flat = scan_folder(tmp_path)
+    assert flat.images == [p.resolve() for p in good] and [p.name for p in flat.skipped] == ["notes.txt"]
+    assert len(scan_folder(tmp_path, recursive=True).images) == 5
+    assert hash_files([good[0], tmp_path / "missing.jpg"]) == [hashlib.sha256(good[0].read_bytes()).hexdigest(), None]
+
+
+def test_submit_errors(tmp_path, tiny_bundle):
+    from worker.submit import BrokerUnavailableError, SubmitError, broker_available, submit_folder
+
+    with pytest.raises(SubmitError, match="folder not found"):
+        submit_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SubmitError, match="no images"):
+        submit_folder(tmp_path / "empty")
+    write_good_images(tmp_path / "imgs", 2)
+    with pytest.raises(SubmitError, match="not a model bundle"):
+        submit_folder(tmp_path / "imgs", model_dir=tmp_path)
+    dead = "redis://127.0.0.1:1/0"
+    assert not broker_available(timeout=0.5, redis_url=dead)
+    with pytest.raises(BrokerUnavailableError, match="redis-server --daemonize yes"):
+        submit_folder(tmp_path / "imgs", model_dir=tiny_bundle, redis_url=dead,
+                      database_url=f"sqlite:///{tmp_path / 'r.db'}")
+    assert not (tmp_path / "r.db").exists()  # nothing recorded for a job that could not be queued
+
+
+@pytest.mark.slow
+def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier):
+    """The task's logic without Celery: good and bad images of one chunk, stored twice (a redelivery)."""
+    from sqlalchemy import select
+
+    from db import crud
+    from db.migrate import ensure_schema
+    from db.models import Prediction
+    from db.session import session_factory
+    from worker.pipeline import classify_items, hash_files, process_chunk
+
+    good = write_good_images(tmp_path / "in", 5)
+    bad = list(write_bad_images(tmp_path / "in").values())
+    paths = [str(p) for p in good + bad]
+    items = [[p, h] for p, h in zip(paths, hash_files(paths), strict=True)]
+
+    rows = classify_items(tiny_classifier, items, top_k=2, batch_size=4)
+    assert [r["path"] for r in rows] == paths
+    assert all(r["error"] is None and len(r["top_k"]) == 2 for r in rows[:5])
+    assert all(r["error"] and r["label"] is None for r in rows[5:])
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    ensure_schema(url)
+    sessions = session_factory(url)
+    with sessions() as session, session.begin():
+        crud.upsert_model(session=session, version=tiny_classifier.model_version, labels=tiny_classifier.labels,
+                          input_size=32)
+        crud.create_job(session=session, job_id="j", folder=str(tmp_path), recursive=False, model_dir="m",
+                        model_version=tiny_classifier.model_version, total=len(items))
+    for _ in range(2):
+        assert process_chunk(sessions=sessions, classifier=tiny_classifier, job_id="j", items=items) == len(items)
+    with sessions() as session:
+        stored = session.scalars(select(Prediction)).all()
+        job = crud.refresh_job(session=session, job_id="j")
+    assert len(stored) == len(items)
+    assert (job.status, job.done, job.errors) == ("done", len(items), len(bad))
+
+
+@pytest.mark.slow
+def test_one_failing_file_does_not_fail_its_chunk(tmp_path, tiny_classifier, monkeypatch):
+    """An exception the core does not turn into an ImageError is pinned on its file, not on the chunk."""
+    from worker import pipeline
+
+    good = write_good_images(tmp_path, 3)
+    items = [[str(p), None] for p in good]
+    real = type(tiny_classifier).iter_predict
+
+    def flaky(self, images, **kw):
+        if len(images) > 1 or images[0].endswith("0001.png"):
+            raise OSError("device went away")
+        return real(self, images, **kw)
+
+    monkeypatch.setattr(type(tiny_classifier), "iter_predict", flaky)
+    rows = pipeline.classify_items(tiny_classifier, items)
+    assert [bool(r["error"]) for r in rows] == [False, True, False]
+    assert "device went away" in rows[1]["error"]

@@ -1,0 +1,176 @@
+"""Batch throughput benchmark (not a test): `python -m worker.bench [--images 512] [--input-size 224]`.
+
+On the same images and the same model, in one run, prints images per second for
+  forward   the bare compiled forward pass on pre-decoded batches (the ceiling),
+  pipeline  folder -> database: scan, hash, queue, decode + resize overlapped with batched inference in a
+            Celery worker process, rows written to SQLite (in-process without Redis: --pipeline inline),
+  naive     a per-image loop of decode + `model.predict(x[None])`,
+and their ratios. Model: --model BUNDLE, else the shipped model if present, else a fresh (untrained)
+DenseNet121 at --input-size (224 by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from settings import ROOT, SHIPPED_MODEL_DIR, get_settings
+
+
+def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[Path]:
+    """Distinct camera-sized JPEGs (smooth colour fields plus noise, so decoding costs what a photo costs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
+    paths = []
+    for i in range(n):
+        base = rng.uniform(0, 255, 3) + 60 * np.sin(xx[..., None] / rng.uniform(10, 60) + rng.uniform(0, 6, 3))
+        img = np.clip(base + rng.normal(0, 12, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+        path = folder / f"img_{i:05d}.jpg"
+        Image.fromarray(img).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def fresh_bundle(folder: Path, input_size: int, classes: int = 10) -> Path:
+    from model.bundle import BundleConfig, save_bundle
+    from model.network import build_model
+
+    model = build_model(classes, input_size, weights=None)
+    save_bundle(model, folder, BundleConfig(labels=[f"class_{i}" for i in range(classes)], input_size=input_size))
+    return folder
+
+
+def bench_forward(clf, paths: list[Path], batch_size: int) -> float:
+    batch, errors = clf.preprocess(paths)
+    assert not any(errors), errors
+    clf.forward(batch[:batch_size])  # trace once
+    start = time.perf_counter()
+    for i in range(0, len(batch), batch_size):
+        clf.forward(batch[i:i + batch_size])
+    return len(batch) / (time.perf_counter() - start)
+
+
+def bench_naive(clf, paths: list[Path]) -> float:
+    from model.images import load_image
+
+    def one(p: Path) -> None:
+        clf.model.predict(load_image(p, clf.input_size)[None].astype(np.float32), verbose=0)
+
+    one(paths[0])
+    start = time.perf_counter()
+    for p in paths:
+        one(p)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def bench_pipeline_inline(clf, folder: Path, db_url: str, batch_size: int, chunk_size: int) -> float:
+    """The worker's code path in this process, without a broker: scan, hash, chunks, classify, store."""
+    from db import crud
+    from db.migrate import ensure_schema
+    from db.session import session_factory
+    from worker.pipeline import chunked, hash_files, process_chunk, scan_folder
+
+    ensure_schema(db_url)
+    sessions = session_factory(db_url)
+    start = time.perf_counter()
+    paths = [str(p) for p in scan_folder(folder).images]
+    items = [[p, h] for p, h in zip(paths, hash_files(paths), strict=True)]
+    job_id = uuid.uuid4().hex[:16]
+    with sessions() as session, session.begin():
+        crud.upsert_model(session=session, version=clf.model_version, labels=clf.labels, input_size=clf.input_size)
+        crud.create_job(session=session, job_id=job_id, folder=str(folder), recursive=False, model_dir="",
+                        model_version=clf.model_version, total=len(items))
+    for chunk in chunked(items, chunk_size):
+        process_chunk(sessions=sessions, classifier=clf, job_id=job_id, items=chunk, batch_size=batch_size)
+    return len(items) / (time.perf_counter() - start)
+
+
+def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str, chunk_size: int,
+                          log_path: Path) -> float:
+    """Submit the folder to a real worker process (already warmed up on other images) and time it to the end."""
+    from worker.dev import worker_command
+    from worker.submit import job_progress, submit_folder
+
+    queue = f"bench-{uuid.uuid4().hex[:8]}"  # never mixes with a running fleet's queue
+    env = {**os.environ, "DATABASE_URL": db_url, "MODEL_DIR": str(bundle)}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(worker_command() + ["-Q", queue, "-n", f"{queue}@%h", "--without-gossip",
+                                                    "--without-mingle"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def run(path: Path) -> float:
+            start = time.perf_counter()
+            job_id = submit_folder(path, model_dir=bundle, database_url=db_url, queue=queue, chunk_size=chunk_size)
+            while not (p := job_progress(job_id, database_url=db_url))["finished"]:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited; see {log_path}")
+                time.sleep(0.05)
+            assert p["errors"] == 0 and p["reused"] == 0, p
+            return p["done"] / (time.perf_counter() - start)
+
+        run(warmup)  # model load and tracing happen here, not in the measurement
+        return run(folder)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="bundle folder (default: the shipped model, else a fresh DenseNet121)")
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--input-size", type=int,
+                        help="benchmark a fresh DenseNet121 at this size (default: the shipped model, else 224)")
+    parser.add_argument("--batch-size", type=int, default=get_settings().batch_size)
+    parser.add_argument("--chunk-size", type=int, default=get_settings().chunk_size)
+    parser.add_argument("--pipeline", choices=["auto", "celery", "inline"], default="auto",
+                        help="auto: a real Celery worker when Redis answers, else in-process")
+    args = parser.parse_args(argv)
+
+    from model.predict import load_classifier
+    from worker.submit import broker_available
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    if args.model:
+        bundle = Path(args.model)
+    elif args.input_size is None and (SHIPPED_MODEL_DIR / "config.json").is_file():
+        bundle = SHIPPED_MODEL_DIR
+    else:
+        bundle = fresh_bundle(tmp / "bundle", args.input_size or 224)
+    clf = load_classifier(bundle)
+    paths = write_images(tmp / "images", args.images)
+    write_images(tmp / "warmup", max(args.batch_size, 8), seed=10_000)
+    mode = args.pipeline
+    if mode == "auto":
+        mode = "celery" if broker_available() else "inline"
+    db_url = f"sqlite:///{tmp / 'bench.db'}"
+
+    print(f"model {bundle} (version {clf.model_version}, {clf.input_size}px), {len(paths)} JPEGs 320x240, "
+          f"batch {args.batch_size}, chunk {args.chunk_size}, pipeline {mode}; temp files in {tmp}", flush=True)
+    forward = bench_forward(clf, paths, args.batch_size)
+    print(f"  forward   {forward:8.1f} img/s", flush=True)
+    if mode == "celery":
+        pipeline = bench_pipeline_celery(bundle, tmp / "images", tmp / "warmup", db_url, args.chunk_size,
+                                         tmp / "worker.log")
+    else:
+        pipeline = bench_pipeline_inline(clf, tmp / "images", db_url, args.batch_size, args.chunk_size)
+    print(f"  pipeline  {pipeline:8.1f} img/s", flush=True)
+    naive = bench_naive(clf, paths)
+    print(f"  naive     {naive:8.1f} img/s", flush=True)
+    print(f"ratios: pipeline/forward {pipeline / forward:.2f}x, naive/forward {naive / forward:.2f}x, "
+          f"pipeline/naive {pipeline / naive:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

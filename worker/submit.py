@@ -1,0 +1,247 @@
+"""Submit a folder for batch classification: `python -m worker.submit DIR [--recursive] [--model BUNDLE] [--wait]`.
+
+Scans the folder, records a job, reuses stored results of files whose content (sha256) was already
+classified by the same model version, sends the rest to the workers in chunks and prints the job id.
+Python: `submit_folder(folder) -> job_id`, `job_progress(job_id) -> dict`, `broker_available() -> bool`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from db import crud
+from db.models import Job
+from db.reports import job_dict
+from worker.pipeline import chunked, hash_files, scan_folder
+
+REDIS_HINT = (
+    "Start Redis with one of:\n"
+    "  make batch-up                       (local redis-server + one worker, in the background)\n"
+    "  redis-server --daemonize yes        (needs the redis-server package: apt-get install redis-server)\n"
+    "  docker compose up -d redis\n"
+    "or point REDIS_URL at a running Redis."
+)
+
+
+class SubmitError(Exception):
+    """A submission that cannot go ahead; the message says what to do."""
+
+
+class BrokerUnavailableError(SubmitError):
+    pass
+
+
+def _settings():
+    from settings import get_settings
+
+    return get_settings()
+
+
+def _redacted(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
+
+
+def broker_available(timeout: float = 1.0, *, redis_url: str | None = None) -> bool:
+    """True when the Redis broker answers a PING within `timeout` seconds."""
+    import redis
+
+    url = redis_url or _settings().redis_url
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.exceptions.RedisError, OSError, ValueError):
+        return False
+
+
+def _sessions(database_url: str | None):
+    from db.migrate import ensure_schema
+    from db.session import session_factory
+
+    ensure_schema(database_url)
+    return session_factory(database_url)
+
+
+def _read_bundle(model_dir: str | os.PathLike) -> tuple[Any, dict]:
+    """The bundle's config and card, read from its JSON files (no TensorFlow needed to submit)."""
+    from model.bundle import BundleConfig, read_card
+
+    try:
+        config = BundleConfig.read(model_dir)
+    except FileNotFoundError as exc:
+        raise SubmitError(f"{exc}. Pass --model BUNDLE_DIR (a folder with config.json and model.keras) "
+                          "or set MODEL_DIR.") from exc
+    if not config.model_version:
+        raise SubmitError(f"the bundle's config.json has no model_version: {model_dir}")
+    return config, read_card(model_dir)
+
+
+def submit_folder(
+    folder: str | os.PathLike,
+    *,
+    recursive: bool = False,
+    model_dir: str | os.PathLike | None = None,
+    chunk_size: int | None = None,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    queue: str | None = None,
+    check_broker: bool = True,
+) -> str:
+    """Record a job for every image in `folder`, queue the work and return the job id.
+
+    Raises `SubmitError` for a missing folder, a folder without images or a missing model bundle, and
+    `BrokerUnavailableError` when Redis does not answer (before anything is written).
+    """
+    settings = _settings()
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise SubmitError(f"folder not found: {folder}")
+    if not folder.is_dir():
+        raise SubmitError(f"not a folder: {folder}")
+    scan = scan_folder(folder, recursive=recursive)
+    if not scan.images:
+        what = f"{len(scan.skipped)} other file(s), none with an image extension" if scan.skipped else "it is empty"
+        hint = "" if recursive else "; add --recursive to include subfolders"
+        raise SubmitError(f"no images to classify in {scan.folder}: {what}{hint}")
+    model_dir = str(Path(model_dir or settings.model_dir).expanduser().resolve())
+    config, card = _read_bundle(model_dir)
+    redis_url = redis_url or settings.redis_url
+    if check_broker and not broker_available(redis_url=redis_url):
+        raise BrokerUnavailableError(f"cannot reach the Redis broker at {_redacted(redis_url)}.\n{REDIS_HINT}")
+
+    paths = [str(p) for p in scan.images]
+    hashes = hash_files(paths)
+    job_id = uuid.uuid4().hex[:16]
+    sessions = _sessions(database_url)
+    with sessions() as session, session.begin():
+        crud.upsert_model(session=session, version=config.model_version, labels=config.labels,
+                          input_size=config.input_size, source=model_dir, card=card)
+        crud.create_job(session=session, job_id=job_id, folder=str(scan.folder), recursive=recursive,
+                        model_dir=model_dir, model_version=config.model_version, total=len(paths),
+                        skipped=len(scan.skipped))
+        stored = crud.reusable_results(session=session, model_version=config.model_version, hashes=hashes)
+        crud.insert_predictions(session=session, rows=[
+            {"job_id": job_id, "path": p, "model_version": config.model_version, "content_hash": h,
+             "reused": True, **stored[h]}
+            for p, h in zip(paths, hashes, strict=True) if h in stored
+        ])
+        todo = [[p, h] for p, h in zip(paths, hashes, strict=True) if h not in stored]
+        chunks = chunked(todo, chunk_size or settings.chunk_size)
+        crud.refresh_job(session=session, job_id=job_id, chunks=len(chunks))
+    # The job is committed before its tasks exist, so a fast worker never looks for a job it cannot see.
+    if chunks:
+        _send_chunks(job_id, chunks, model_dir, redis_url=redis_url, queue=queue)
+    return job_id
+
+
+def _send_chunks(job_id: str, chunks: Sequence[list], model_dir: str, *, redis_url: str, queue: str | None) -> None:
+    from kombu.common import maybe_declare
+
+    from worker.celery_app import app
+    from worker.tasks import classify_chunk
+
+    options: dict[str, Any] = {"queue": queue} if queue else {}
+    with app.connection_for_write(redis_url) as conn:
+        producer = app.amqp.Producer(conn)
+        # Declare the queue so messages are routed even before any worker has bound it.
+        maybe_declare(app.amqp.queues[queue or app.conf.task_default_queue], conn.default_channel)
+        for chunk in chunks:
+            classify_chunk.apply_async(args=(job_id, chunk, model_dir), producer=producer, **options)
+
+
+def job_progress(job_id: str, *, database_url: str | None = None) -> dict[str, Any]:
+    """The job's status and counters (see `job_dict`); raises LookupError for an unknown id."""
+    sessions = _sessions(database_url)
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise LookupError(f"no job with id {job_id!r}")
+        return job_dict(job)
+
+
+def workers_online(timeout: float = 1.0) -> int:
+    """How many workers answer a ping (0 means queued work will wait)."""
+    from worker.celery_app import app
+
+    try:
+        return len(app.control.ping(timeout=timeout) or [])
+    except Exception:  # noqa: BLE001 - an unreachable broker means no worker either
+        return 0
+
+
+def wait_for(job_id: str, *, database_url: str | None = None, poll_s: float = 0.5, out=sys.stderr) -> dict:
+    """Show a progress bar until the job finishes; returns its final progress."""
+    from tqdm import tqdm
+
+    progress = job_progress(job_id, database_url=database_url)
+    with tqdm(total=progress["total"], unit="img", desc=f"job {job_id}", file=out, dynamic_ncols=True) as bar:
+        while True:
+            bar.n = progress["done"]
+            bar.set_postfix(errors=progress["errors"], reused=progress["reused"], refresh=False)
+            bar.refresh()
+            if progress["finished"]:
+                return progress
+            time.sleep(poll_s)
+            progress = job_progress(job_id, database_url=database_url)
+
+
+def print_summary(job_id: str, *, database_url: str | None = None, out=sys.stdout) -> None:
+    from db.reports import job_summary
+
+    sessions = _sessions(database_url)
+    with sessions() as session:
+        summary = job_summary(session, job_id)
+    job = summary["job"]
+    rate = job["done"] - job["reused"]
+    secs = job["elapsed_s"] or 0.0
+    print(f"job {job_id}: {job['status']}, {job['done']}/{job['total']} images in {secs:.1f} s"
+          + (f" ({rate / secs:.1f} img/s computed)" if secs and rate else ""), file=out)
+    print(f"  reused {job['reused']}, errors {job['errors']}, skipped (not images) {job['skipped']}", file=out)
+    for row in summary["labels"][:10]:
+        print(f"  {row['label']:<24} {row['count']:>7}  mean confidence {row['mean_confidence']:.3f}", file=out)
+    print(f"details: python -m db.report {job_id}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker.submit", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", help="folder of images")
+    parser.add_argument("--recursive", "-r", action="store_true", help="include subfolders")
+    parser.add_argument("--model", help="model bundle folder (default: MODEL_DIR, the shipped model)")
+    parser.add_argument("--wait", action="store_true", help="show progress until the job ends, then a summary")
+    parser.add_argument("--chunk-size", type=int, help="images per task (default: CHUNK_SIZE)")
+    args = parser.parse_args(argv)
+    try:
+        job_id = submit_folder(args.folder, recursive=args.recursive, model_dir=args.model,
+                               chunk_size=args.chunk_size)
+    except SubmitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(job_id)
+    sys.stdout.flush()
+    if args.wait:
+        progress = job_progress(job_id)
+        if not progress["finished"] and workers_online() == 0:
+            print("no worker answered yet; the job waits in the queue until one starts (make batch-up, or "
+                  "celery -A worker.celery_app worker --pool prefork --concurrency 1)", file=sys.stderr)
+        try:
+            wait_for(job_id)
+        except KeyboardInterrupt:
+            print(f"\nstopped waiting; the job goes on. Check it with: python -m db.report {job_id}", file=sys.stderr)
+            return 130
+        print_summary(job_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Thin Celery tasks: unpack arguments, get this process's classifier, call `worker.pipeline`.
+
+The classifier is loaded on the first task a child process runs, never in the parent before the fork
+(TensorFlow is not fork-safe) and never in `worker_process_init` (Celery kills a child that blocks there
+for more than a few seconds; DenseNet121 takes longer to build).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import redis.exceptions
+import sqlalchemy.exc
+from celery import Task
+
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+# Worth retrying: the database or broker went away or was busy (SQLite "database is locked", a PostgreSQL
+# failover or deadlock). Anything else is a bug or a bad model and retrying would only repeat it.
+TRANSIENT_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def enable_gpu_memory_growth() -> None:
+    """Let TensorFlow allocate GPU memory as needed, rather than all of it at once (one process per GPU)."""
+    try:
+        import tensorflow as tf
+    except ImportError:  # another Keras backend
+        return
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except (RuntimeError, ValueError):  # already initialised, or a virtual device: keep its setting
+            pass
+
+
+class ClassifierTask(Task):
+    """Base task holding one classifier per process, loaded on first use."""
+
+    _lock = threading.Lock()
+    _loaded: tuple[int, str, object] | None = None  # (pid, model_dir, classifier)
+
+    def classifier(self, model_dir: str):
+        """This process's classifier for `model_dir`; reloaded only if a job asks for another bundle."""
+        with self._lock:
+            loaded = ClassifierTask._loaded
+            if loaded is None or loaded[0] != os.getpid() or loaded[1] != model_dir:
+                from model.predict import load_classifier
+                from settings import get_settings
+
+                enable_gpu_memory_growth()
+                log.info("loading classifier from %s (pid %d)", model_dir, os.getpid())
+                clf = load_classifier(model_dir)
+                clf.max_pixels = get_settings().max_image_pixels
+                ClassifierTask._loaded = loaded = (os.getpid(), model_dir, clf)
+            return loaded[2]
+
+    @staticmethod
+    def sessions():
+        from db.migrate import ensure_schema
+        from db.session import session_factory
+
+        ensure_schema()
+        return session_factory()
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        """Out of retries or a permanent error: the chunk's images get error rows, so the job can end."""
+        if self.name != classify_chunk.name:
+            return
+        job_id, items = (list(args) + [kwargs.get("job_id"), kwargs.get("items")])[:2]
+        try:
+            from worker.pipeline import fail_chunk
+
+            fail_chunk(sessions=self.sessions(), job_id=job_id, items=items,
+                       error=f"worker failed: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the database itself is down; the log is all that is left
+            log.exception("could not record the failure of job %s's chunk", job_id)
+
+
+@app.task(
+    bind=True,
+    base=ClassifierTask,
+    name="worker.classify_chunk",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
+)
+def classify_chunk(self: ClassifierTask, job_id: str, items: list[list[str | None]], model_dir: str) -> int:
+    """Classify one chunk of a job: `items` are [path, sha256] pairs; returns the number of rows."""
+    from settings import get_settings
+    from worker.pipeline import process_chunk
+
+    settings = get_settings()
+    return process_chunk(sessions=self.sessions(), classifier=self.classifier(model_dir), job_id=job_id,
+                         items=items, top_k=settings.top_k, batch_size=settings.batch_size)
