@@ -62,3 +62,11 @@ batch-down:
 ## Batch benchmark: bare forward pass vs folder-to-database pipeline vs per-image model.predict (SMALL=1: quick)
 bench-batch: venv
 	$(BIN)/python -m worker.bench $(if $(SMALL),--images 64 --input-size 64,)
+
+## Inference runtimes (model/runtimes.py): bare forward img/s of every installed runtime (tf, onnx), the
+## folder-to-database pipeline on the default runtime, the naive per-image loop and their ratios, at 224px on a
+## fresh DenseNet121 (SIZE=64, MODEL=bundle, IMAGES=N, RUNTIME=tf|onnx). SCALE=20000 adds the worker-memory check.
+.PHONY: bench
+bench: venv
+	$(BIN)/python -m worker.bench $(if $(MODEL),--model $(MODEL),--input-size $(or $(SIZE),224)) \
+	  $(if $(IMAGES),--images $(IMAGES),) $(if $(SCALE),--scale $(SCALE),)

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     top_k: int = 5
     batch_size: int = 32
     max_image_pixels: int = 64_000_000  # decompression-bomb guard (Pillow warns at 89M)
-    runtime: str = "auto"
+    runtime: str = "auto"  # tf | onnx | auto (= onnx when onnxruntime is installed); see model/runtimes.py
+    inference_threads: int = 0  # intra-op threads per process; 0 = the cores this process may use (CPU affinity)
+    runtime_cache_dir: str = ""  # ONNX conversions when a bundle folder is read-only; "" = ~/.cache/...
 
     # Batch path
     redis_url: str = "redis://localhost:6379/0"

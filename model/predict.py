@@ -70,7 +70,10 @@ def compile_forward(model, input_size: int):
 
 
 class Classifier:
-    def __init__(self, model, config: BundleConfig, card: dict | None = None, forward_fn=None):
+    def __init__(self, model, config: BundleConfig, card: dict | None = None, forward_fn=None,
+                 runtime: str | None = None, cache_dir: str | os.PathLike | None = None):
+        """`runtime`: tf | onnx | auto (None: settings.runtime), see model.runtimes; `cache_dir`: where the
+        ONNX conversion may be cached (the bundle folder); without one, `auto` stays on TensorFlow."""
         self.model = model
         self.config = config
         self.card = card or {}
@@ -78,7 +81,12 @@ class Classifier:
         self.input_size: int = int(config.input_size)
         self.model_version: str = config.model_version or weights_hash(model)
         self.max_pixels = DEFAULT_MAX_PIXELS
-        self._forward = forward_fn or compile_forward(model, self.input_size)
+        self.runtime = "custom"
+        if forward_fn is None:
+            from model.runtimes import make_forward
+
+            forward_fn, self.runtime = make_forward(model, self.input_size, self.model_version, runtime, cache_dir)
+        self._forward = forward_fn
 
     # -- the three steps -------------------------------------------------------------------------
     def preprocess(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[str | None]]:
@@ -171,21 +179,29 @@ def imagenet_labels() -> list[str]:
     return [data[str(i)][1] for i in range(1000)]
 
 
-def load_classifier(source: str | os.PathLike | None = None, input_size: int = 224) -> Classifier:
+def load_classifier(source: str | os.PathLike | None = None, input_size: int = 224,
+                    runtime: str | None = None) -> Classifier:
     """Load a bundle folder, or the stock ImageNet DenseNet121 with source='imagenet'.
 
     Loading never executes code from the file (Keras safe mode). The first call imports Keras.
+    `runtime` (None: settings.runtime) picks the inference runtime; an ONNX conversion is cached beside
+    the bundle.
     """
+    from model.runtimes import configure_tf_threads, default_cache_dir, resolve_runtime
+
     if source is None:
         from settings import get_settings
 
         source = get_settings().model_dir
+    resolve_runtime(runtime)  # a bad name or a missing package fails here, before seconds of model loading
+    configure_tf_threads()  # before Keras starts TensorFlow's thread pools
     if str(source) == IMAGENET:
         from model.network import build_imagenet_model
 
         model = build_imagenet_model(input_size)
         config = BundleConfig(labels=imagenet_labels(), input_size=input_size, weights=IMAGENET)
-        return Classifier(model, config, card={"dataset": "ImageNet-1k (stock Keras weights)"})
+        return Classifier(model, config, card={"dataset": "ImageNet-1k (stock Keras weights)"}, runtime=runtime,
+                          cache_dir=default_cache_dir())
     config = BundleConfig.read(source)
     model = load_keras_model(source)
-    return Classifier(model, config, card=read_card(source))
+    return Classifier(model, config, card=read_card(source), runtime=runtime, cache_dir=source)

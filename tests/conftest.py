@@ -7,6 +7,10 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests run on TensorFlow unless RUNTIME says otherwise: with "auto" every bundle a test (or a worker process it
+# starts) loads would first be converted to ONNX. tests/test_runtimes.py covers the ONNX runtime and its cache;
+# `RUNTIME=auto make test` runs the whole suite on the default runtime.
+os.environ.setdefault("RUNTIME", "tf")
 
 TINY_LABELS = ["apple", "banana", "cherry"]
 TINY_SIZE = 32

@@ -97,3 +97,18 @@ def test_refuses_to_overwrite_a_run_without_resume(run):
     out, data = run
     with pytest.raises(SystemExit, match="--resume"):
         main(["--data", str(data), "--weights", "none", "--out", str(out)])
+
+
+def test_resume_continues_from_the_last_finished_epoch(tmp_path):
+    """--resume picks up the saved epoch and optimizer state: epoch 2 follows epoch 1, not a restart."""
+    from train.train import main
+
+    data = make_dataset(tmp_path / "data", n_train=2, n_val=1)
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--weights", "none", "--input-size", "32", "--batch-size", "8",
+              "--out", str(out), "--run-eagerly"]
+    main([*common, "--epochs", "1"])
+    first = (out / "history.csv").read_text().splitlines()
+    main([*common, "--epochs", "2", "--resume"])
+    lines = (out / "history.csv").read_text().splitlines()
+    assert lines[:2] == first and [line.split(",")[0] for line in lines[1:]] == ["0", "1"]

@@ -71,11 +71,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data", required=True, help="folder-per-class images")
     p.add_argument("--json", default=None, help="write the full metrics to this JSON file")
     p.add_argument("--out", default=None, help="folder for report.txt and confusion_matrix.png")
+    p.add_argument("--runtime", default=None, help="inference runtime: auto | tf | onnx (default: env RUNTIME)")
     args = p.parse_args(argv)
 
     from model.predict import load_classifier
 
-    classifier = load_classifier(args.model)
+    classifier = load_classifier(args.model, runtime=args.runtime)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)

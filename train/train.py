@@ -82,8 +82,9 @@ def callbacks(run: Path, phase: str, resume: bool, verbose: int) -> list:
     import keras
 
     return [
-        # Saves model + optimizer + epoch every epoch; on --resume, fit() restarts from there.
-        keras.callbacks.BackupAndRestore(str(run / f"backup-{phase}"), save_freq="epoch"),
+        # Saves model + optimizer + epoch every epoch; on --resume, fit() restarts from there. Kept after the
+        # run ends, so that `--resume --epochs N` can also extend a finished run.
+        keras.callbacks.BackupAndRestore(str(run / f"backup-{phase}"), save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(str(run / "checkpoint.keras"), save_freq="epoch"),
         keras.callbacks.CSVLogger(str(run / "history.csv"), append=resume or phase != "1"),
         keras.callbacks.TerminateOnNaN(),
@@ -212,16 +213,8 @@ def main(argv: list[str] | None = None) -> Path:
     history = read_history(run / "history.csv")
     plot_curve(history, "accuracy", run / "accuracy.png", "Accuracy")
     plot_curve(history, "loss", run / "loss.png", "Loss")
-    for phase in ("1", "2"):
-        (run / f"backup-{phase}").exists() and _rmtree(run / f"backup-{phase}")
     print(f"run folder: {run}  model_version={config.model_version}")
     return run
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: list[str], paths: list[str],

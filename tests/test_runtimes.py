@@ -1,0 +1,272 @@
+"""Inference runtimes (model/runtimes.py): selection, the ONNX conversion cache, parity with TensorFlow.
+
+Two real tf2onnx conversions run (the tiny bundle, and a copy whose logits are scaled so that top-1 means
+something: a random-init network's probabilities are near-uniform). Every cache test swaps the converter for
+a counter that hands back the first conversion's bytes, so it checks the cache logic in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from model import runtimes
+from model.bundle import BundleConfig
+from tests.conftest import TINY_LABELS, TINY_SIZE
+from tests.imagegen import write_good_images
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path, monkeypatch):
+    """No test writes to ~/.cache, and each sees the environment it sets."""
+    from settings import get_settings
+
+    monkeypatch.setenv("RUNTIME_CACHE_DIR", str(tmp_path / "user-cache"))
+    monkeypatch.delenv("INFERENCE_THREADS", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+# -- selection --------------------------------------------------------------------------------------------
+def test_auto_picks_onnx_when_installed_and_tf_otherwise(monkeypatch):
+    assert runtimes.resolve_runtime("auto") == "onnx"
+    assert runtimes.resolve_runtime("auto", can_cache=False) == "tf"  # an in-memory model: nothing to reuse
+    assert runtimes.available_runtimes() == ["onnx", "tf"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    assert runtimes.resolve_runtime("auto") == "tf"
+    assert runtimes.available_runtimes() == ["tf"]
+
+
+def test_explicit_names_aliases_and_the_setting(monkeypatch):
+    from settings import get_settings
+
+    assert [runtimes.resolve_runtime(n) for n in ("tf", "TensorFlow", "onnx", " ORT ", "onnxruntime")] == [
+        "tf", "tf", "onnx", "onnx", "onnx"]
+    monkeypatch.setenv("RUNTIME", "tf")
+    get_settings.cache_clear()
+    assert runtimes.resolve_runtime(None) == "tf"
+
+
+def test_unknown_runtime_is_a_clear_error():
+    with pytest.raises(runtimes.UnknownRuntimeError, match=r"unknown runtime 'tensorrt'.*auto, tf, onnx"):
+        runtimes.resolve_runtime("tensorrt")
+    with pytest.raises(runtimes.RuntimeUnavailableError, match="openvino"):
+        runtimes.resolve_runtime("openvino")
+
+
+def test_onnx_requested_but_not_installed_is_a_clear_error(monkeypatch, tiny_bundle):
+    from model.predict import load_classifier
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(runtimes.RuntimeUnavailableError, match="not installed.*pip install"):
+        runtimes.resolve_runtime("onnx")
+    start = time.perf_counter()
+    with pytest.raises(runtimes.RuntimeUnavailableError, match="not installed"):
+        load_classifier(tiny_bundle, runtime="onnx")
+    assert time.perf_counter() - start < 2, "must fail before the model is loaded"
+
+
+def test_threads_follow_cpu_affinity_unless_set(monkeypatch):
+    import os
+
+    from settings import get_settings
+
+    assert runtimes.inference_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("INFERENCE_THREADS", "3")
+    get_settings.cache_clear()
+    assert runtimes.inference_threads() == 3
+
+
+# -- real conversions and parity ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tf_tiny(tiny_bundle):
+    from model.predict import load_classifier
+
+    return load_classifier(tiny_bundle, runtime="tf")
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    return write_good_images(tmp_path_factory.mktemp("parity-images"), 12, seed=100)
+
+
+@pytest.fixture(scope="session")
+def onnx_tiny(tf_tiny, tmp_path_factory):
+    """The tiny model through the ONNX runtime, converted for real into its own cache folder."""
+    from model.predict import Classifier
+
+    cache = tmp_path_factory.mktemp("onnx-tiny")
+    clf = Classifier(tf_tiny.model, tf_tiny.config, runtime="onnx", cache_dir=cache)
+    return clf, cache / runtimes.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
+
+
+@pytest.fixture(scope="session")
+def peaked(tf_tiny, tmp_path_factory):
+    """(tf, onnx) classifiers of a copy of the tiny model whose logits are x1000: confident, varied top-1."""
+    import keras
+
+    from model.predict import Classifier
+
+    model = keras.models.clone_model(tf_tiny.model)
+    model.set_weights(tf_tiny.model.get_weights())
+    kernel, bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([kernel * 1000.0, bias])
+    config = BundleConfig(labels=TINY_LABELS, input_size=TINY_SIZE, model_version="peaked000000")
+    cache = tmp_path_factory.mktemp("onnx-peaked")
+    onnx = Classifier(model, config, runtime="onnx", cache_dir=cache)
+    return Classifier(model, config, runtime="tf"), onnx, cache / runtimes.onnx_file_name(config.model_version,
+                                                                                           TINY_SIZE)
+
+
+def _assert_parity(tf_clf, onnx_clf, images) -> np.ndarray:
+    want, got = tf_clf.predict_probs(images), onnx_clf.predict_probs(images)
+    assert onnx_clf.runtime == "onnx" and tf_clf.runtime == "tf"
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+    assert list(got.argmax(1)) == list(want.argmax(1))
+    assert [p.label for p in onnx_clf.predict(images)] == [p.label for p in tf_clf.predict(images)]
+    return want
+
+
+def test_parity_tiny_model(tf_tiny, onnx_tiny, images):
+    _assert_parity(tf_tiny, onnx_tiny[0], images)
+
+
+def test_parity_confident_model(peaked, images):
+    probs = _assert_parity(peaked[0], peaked[1], images)
+    assert probs.max(1).mean() > 0.9 and len(set(probs.argmax(1))) > 1, "the scaled model should be decisive"
+
+
+def test_load_classifier_auto_converts_beside_the_bundle(tiny_bundle, tmp_path, onnx_tiny, monkeypatch):
+    import shutil
+
+    from model.predict import load_classifier
+    from settings import get_settings
+
+    monkeypatch.setenv("RUNTIME", "auto")
+    get_settings.cache_clear()
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    good = onnx_tiny[1].read_bytes()
+    calls = _count_conversions(monkeypatch, good)
+    clf = load_classifier(bundle)
+    assert clf.runtime == "onnx"
+    files = sorted(p.name for p in bundle.glob("model-*"))
+    name = runtimes.onnx_file_name(clf.model_version, TINY_SIZE)
+    assert files == [name, name + ".json"]
+    assert calls == [1]
+
+
+# -- the cache ----------------------------------------------------------------------------------------------
+def _count_conversions(monkeypatch, data: bytes, delay: float = 0.0) -> list[int]:
+    calls: list[int] = []
+
+    def fake_convert(model, input_size):
+        calls.append(1)
+        time.sleep(delay)
+        return data
+
+    monkeypatch.setattr(runtimes, "convert_to_onnx", fake_convert)
+    return calls
+
+
+@pytest.fixture
+def cached(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
+    """A fresh cache folder with one conversion in it, and the conversion counter."""
+    good = onnx_tiny[1].read_bytes()
+    calls = _count_conversions(monkeypatch, good)
+    path = _session(tf_tiny, tmp_path)
+    assert calls == [1]
+    return path, calls, good
+
+
+def _session(tf_clf, folder, version: str | None = None):
+    runtimes.ensure_onnx_session(tf_clf.model, TINY_SIZE, version or tf_clf.model_version, folder)
+    return folder / runtimes.onnx_file_name(version or tf_clf.model_version, TINY_SIZE)
+
+
+def test_second_load_does_not_convert(cached, tf_tiny, tmp_path):
+    path, calls, _ = cached
+    mtime = path.stat().st_mtime_ns
+    _session(tf_tiny, tmp_path)
+    assert calls == [1] and path.stat().st_mtime_ns == mtime
+    meta = json.loads(path.with_name(path.name + ".json").read_text())
+    assert meta["model_version"] == tf_tiny.model_version and meta["input_size"] == TINY_SIZE
+
+
+def test_stale_sidecar_is_rebuilt(cached, tf_tiny, tmp_path):
+    path, calls, _ = cached
+    side = path.with_name(path.name + ".json")
+    side.write_text(json.dumps({**json.loads(side.read_text()), "model_version": "0123456789ab"}))
+    _session(tf_tiny, tmp_path)
+    assert calls == [1, 1] and json.loads(side.read_text())["model_version"] == tf_tiny.model_version
+
+
+def test_new_model_version_replaces_the_old_conversion(cached, tf_tiny, tmp_path):
+    old, calls, _ = cached
+    new = _session(tf_tiny, tmp_path, version="fedcba987654")
+    assert calls == [1, 1] and new.is_file() and not old.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage-with-matching-hash"])
+def test_corrupt_file_is_rebuilt(cached, tf_tiny, tmp_path, damage):
+    import hashlib
+
+    path, calls, good = cached
+    side = path.with_name(path.name + ".json")
+    if damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    else:  # the hash agrees, so only ONNX Runtime's load can tell
+        path.write_bytes(b"not an onnx model")
+        side.write_text(json.dumps({**json.loads(side.read_text()),
+                                    "sha256": hashlib.sha256(b"not an onnx model").hexdigest()}))
+    _session(tf_tiny, tmp_path)
+    assert calls == [1, 1] and path.read_bytes() == good
+
+
+def test_concurrent_loads_convert_once(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
+    calls = _count_conversions(monkeypatch, onnx_tiny[1].read_bytes(), delay=0.5)
+    errors: list[BaseException] = []
+
+    def load():
+        try:
+            _session(tf_tiny, tmp_path)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and calls == [1]
+    assert not list(tmp_path.glob(".*.tmp")), "no temp file left behind"
+
+
+def test_read_only_bundle_falls_back_to_the_cache_dir(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
+    bundle = tmp_path / "read-only-bundle"
+    bundle.mkdir()
+    real_writable = runtimes._writable
+    monkeypatch.setattr(runtimes, "_writable", lambda f: f != bundle and real_writable(f))
+    _count_conversions(monkeypatch, onnx_tiny[1].read_bytes())
+    runtimes.ensure_onnx_session(tf_tiny.model, TINY_SIZE, tf_tiny.model_version, bundle)
+    name = runtimes.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
+    assert not (bundle / name).exists() and (tmp_path / "user-cache" / name).is_file()
+
+
+def test_a_conversion_that_disagrees_with_tensorflow_is_refused(peaked, tf_tiny, tmp_path, monkeypatch):
+    from model.predict import Classifier
+
+    _count_conversions(monkeypatch, peaked[2].read_bytes())  # the x300 model's graph for the plain one
+    with pytest.raises(runtimes.RuntimeUnavailableError, match="does not match TensorFlow"):
+        Classifier(tf_tiny.model, tf_tiny.config, runtime="onnx", cache_dir=tmp_path)
+    assert Classifier(tf_tiny.model, tf_tiny.config, runtime="auto", cache_dir=tmp_path).runtime == "tf"
+    assert not list(tmp_path.glob("model-*"))
