@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test lint services train-fruits evaluate-fruits clean
+.PHONY: venv demo test lint services train-fruits ship-fruits evaluate-fruits clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,7 +34,13 @@ FRUITS ?= ../shared/datasets/fruits
 EXTRA ?= ../shared/datasets/grocery-other
 train-fruits: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
-	  --epochs 14 --out runs/fruits-64 $(if $(RESUME),--resume,)
+	  --epochs 17 --out runs/fruits-64 $(if $(RESUME),--resume,)
+
+# Copy a finished run into the shipped bundle folder (model, card, curves, confusion matrix, report)
+ship-fruits:
+	mkdir -p model/fruits-densenet121
+	cp runs/fruits-64/bundle/* runs/fruits-64/history.csv runs/fruits-64/accuracy.png runs/fruits-64/loss.png \
+	  runs/fruits-64/confusion_matrix.png runs/fruits-64/report.txt runs/fruits-64/metrics.json model/fruits-densenet121/
 
 evaluate-fruits: venv
 	$(BIN)/python -m train.evaluate --model model/fruits-densenet121 --data $(FRUITS)/val

@@ -7,6 +7,7 @@
 - `onnx`: the same network converted once to ONNX (frozen graph -> tf2onnx) and run by ONNX Runtime, on CUDA
   when `onnxruntime-gpu` is installed and a GPU answers, else on the CPU with one intra-op thread per core
   this process may use.
+- `onnx-int8`: opt-in, a statically quantized copy that `python -m model.quantize` made and checked against fp32.
 - `auto` (the default, `RUNTIME` / `settings.runtime`): `onnx` when onnxruntime is importable and the model
   has a place to keep its conversion, else `tf`. A failed conversion in `auto` falls back to `tf` with a warning.
 
@@ -41,8 +42,9 @@ ForwardFn = Callable[[np.ndarray], np.ndarray]
 AUTO = "auto"
 TF = "tf"
 ONNX = "onnx"
-RUNTIMES = (TF, ONNX)
-ALIASES = {"tensorflow": TF, "keras": TF, "onnxruntime": ONNX, "ort": ONNX}
+INT8 = "onnx-int8"  # opt-in only: needs `python -m model.quantize` to have made and checked the int8 file
+RUNTIMES = (TF, ONNX, INT8)
+ALIASES = {"tensorflow": TF, "keras": TF, "onnxruntime": ONNX, "ort": ONNX, "int8": INT8}
 ONNX_OPSET = 17  # run by every ORT build of the last years, OpenVINO and TensorRT alike
 PARITY_ATOL = 1e-4  # a conversion whose probabilities differ more from TensorFlow's is refused
 PROBE_BATCH = 2
@@ -102,7 +104,7 @@ def resolve_runtime(name: str | None = None, *, can_cache: bool = True) -> str:
         raise UnknownRuntimeError(
             f"unknown runtime {name!r}: choose one of {', '.join((AUTO, *RUNTIMES))} (RUNTIME / --runtime)"
         )
-    if key == ONNX and not onnxruntime_available():
+    if key in (ONNX, INT8) and not onnxruntime_available():
         raise RuntimeUnavailableError(
             "runtime 'onnx' needs ONNX Runtime, which is not installed: pip install -r requirements.txt "
             "(onnxruntime, onnx, tf2onnx), or choose runtime 'tf' / 'auto'"
@@ -153,6 +155,8 @@ def make_forward(model, input_size: int, model_version: str, runtime: str | None
     """(forward function, runtime name) for a Keras model; `cache_dir` is where its conversion may live."""
     requested = _normalise(runtime if runtime is not None else _setting_runtime())
     name = resolve_runtime(requested, can_cache=cache_dir is not None)
+    if name == INT8:
+        return int8_forward(input_size, model_version, cache_dir), INT8
     if name == ONNX:
         try:
             return onnx_forward(model, input_size, model_version, cache_dir), ONNX
@@ -164,12 +168,32 @@ def make_forward(model, input_size: int, model_version: str, runtime: str | None
             log.warning("ONNX Runtime unavailable for this model (%s); using TensorFlow", exc)
     from model.predict import compile_forward
 
+    log.info("TensorFlow runtime (%s requested)", requested)
     return compile_forward(model, input_size), TF
 
 
 def onnx_forward(model, input_size: int, model_version: str,
                  cache_dir: str | os.PathLike | None = None) -> ForwardFn:
-    session = ensure_onnx_session(model, input_size, model_version, cache_dir)
+    return session_forward(ensure_onnx_session(model, input_size, model_version, cache_dir))
+
+
+def int8_forward(input_size: int, model_version: str, cache_dir: str | os.PathLike | None = None) -> ForwardFn:
+    """The int8 model `python -m model.quantize` made (and checked against fp32) for exactly these weights."""
+    name = onnx_file_name(model_version, input_size, int8=True)
+    folders = ([Path(cache_dir)] if cache_dir is not None else []) + [default_cache_dir()]
+    reasons = []
+    for folder in folders:
+        session, problem = _try_open(folder / name, model_version, input_size)
+        if session is not None:
+            return session_forward(session)
+        reasons.append(f"{folder / name}: {problem}")
+    raise RuntimeUnavailableError(
+        "runtime 'onnx-int8' needs a quantized model for these weights (" + "; ".join(reasons) + "). Make it with "
+        "python -m model.quantize --model BUNDLE --calibration TRAIN_DIR --val VAL_DIR, or use runtime 'onnx'."
+    )
+
+
+def session_forward(session) -> ForwardFn:
     input_name = session.get_inputs()[0].name
     output_name = session.get_outputs()[0].name
     log.info("ONNX Runtime: providers %s, %d intra-op threads", session.get_providers(), inference_threads())
@@ -198,6 +222,9 @@ def create_session(path: str | os.PathLike | bytes, threads: int | None = None):
     options.inter_op_num_threads = 1  # one chain of ops (a CNN): parallelism is inside each op
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting between ops: the pipeline decodes the next batch in threads beside the forward pass, and
+    # with spinning threads on an oversubscribed CPU throughput halved (226 vs 468 img/s, 2 cores, 32px).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = providers()
     try:
         return ort.InferenceSession(_source(path), sess_options=options, providers=wanted)
@@ -225,9 +252,9 @@ def default_cache_dir() -> Path:
     return base / "densenet121-classifier" / "onnx"
 
 
-def onnx_file_name(model_version: str, input_size: int) -> str:
+def onnx_file_name(model_version: str, input_size: int, int8: bool = False) -> str:
     # The input size is part of the key: the weights (and so model_version) of a DenseNet do not depend on it.
-    return f"model-{model_version}-{int(input_size)}px.onnx"
+    return f"model-{model_version}-{int(input_size)}px{'.int8' if int8 else ''}.onnx"
 
 
 def _sidecar(path: Path) -> Path:
@@ -296,6 +323,14 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def write_cached(path: Path, data: bytes, model_version: str, input_size: int, **meta) -> None:
+    """Store a model file and then its sidecar (model version, input size, sha256), each atomically."""
+    _atomic_write(path, data)
+    meta = {"model_version": model_version, "input_size": int(input_size), "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data), **meta}
+    _atomic_write(_sidecar(path), (json.dumps(meta, indent=2) + "\n").encode())
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -303,6 +338,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; workers running as other users must read it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -333,12 +369,10 @@ def ensure_onnx_session(model, input_size: int, model_version: str, cache_dir: s
         data = convert_to_onnx(model, input_size)
         session = create_session(data)
         check_parity(model, session, input_size)
-        _atomic_write(path, data)
-        meta = {"model_version": model_version, "input_size": int(input_size), "sha256": _sha256(path),
-                "bytes": len(data), "opset": ONNX_OPSET, "converter": _converter_version(),
-                "seconds": round(time.perf_counter() - start, 1)}
-        _atomic_write(_sidecar(path), (json.dumps(meta, indent=2) + "\n").encode())
-        log.info("ONNX conversion written in %.1f s: %s", meta["seconds"], path)
+        seconds = round(time.perf_counter() - start, 1)
+        write_cached(path, data, model_version, input_size, opset=ONNX_OPSET, converter=_converter_version(),
+                     seconds=seconds)
+        log.info("ONNX conversion written in %.1f s: %s", seconds, path)
         return session
 
 
@@ -349,7 +383,7 @@ def _remove_leftovers(folder: Path, name: str, model_version: str, bundle: bool)
             tmp.unlink()
     if not bundle:
         return  # the shared cache folder holds other bundles' conversions
-    for old in folder.glob("model-*px.onnx"):
+    for old in [*folder.glob("model-*px.onnx"), *folder.glob("model-*px.int8.onnx")]:
         if not old.name.startswith(f"model-{model_version}-"):
             for stale in (old, _sidecar(old)):
                 with contextlib.suppress(OSError):

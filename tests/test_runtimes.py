@@ -1,8 +1,9 @@
 """Inference runtimes (model/runtimes.py): selection, the ONNX conversion cache, parity with TensorFlow.
 
-Two real tf2onnx conversions run (the tiny bundle, and a copy whose logits are scaled so that top-1 means
-something: a random-init network's probabilities are near-uniform). Every cache test swaps the converter for
-a counter that hands back the first conversion's bytes, so it checks the cache logic in milliseconds.
+One real tf2onnx conversion runs (the tiny bundle); a copy whose logits are scaled, so that top-1 means something
+(a random-init network's probabilities are near-uniform), reuses its graph with the scaled kernel. Every cache test
+swaps the converter for a counter that hands back the real conversion's bytes, so it checks the cache logic in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -110,9 +111,16 @@ def onnx_tiny(tf_tiny, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def peaked(tf_tiny, tmp_path_factory):
-    """(tf, onnx) classifiers of a copy of the tiny model whose logits are x1000: confident, varied top-1."""
+def peaked(tf_tiny, onnx_tiny, tmp_path_factory):
+    """(tf, onnx classifier, onnx file) of a copy of the tiny model whose logits are x1000: decisive top-1.
+
+    Its ONNX graph is the tiny conversion with the same kernel scaled (tf2onnx is weight-agnostic once the
+    variables are frozen, and one real conversion is enough for the test budget); it still goes through the
+    cache and the probe check against TensorFlow like any conversion.
+    """
     import keras
+    import onnx
+    from onnx import numpy_helper
 
     from model.predict import Classifier
 
@@ -120,11 +128,18 @@ def peaked(tf_tiny, tmp_path_factory):
     model.set_weights(tf_tiny.model.get_weights())
     kernel, bias = model.get_layer("logits").get_weights()
     model.get_layer("logits").set_weights([kernel * 1000.0, bias])
+    graph = onnx.load_from_string(onnx_tiny[1].read_bytes())
+    (init,) = [i for i in graph.graph.initializer if "logits" in i.name and len(i.dims) == 2]
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1000.0), init.name))
     config = BundleConfig(labels=TINY_LABELS, input_size=TINY_SIZE, model_version="peaked000000")
     cache = tmp_path_factory.mktemp("onnx-peaked")
-    onnx = Classifier(model, config, runtime="onnx", cache_dir=cache)
-    return Classifier(model, config, runtime="tf"), onnx, cache / runtimes.onnx_file_name(config.model_version,
-                                                                                           TINY_SIZE)
+    with pytest.MonkeyPatch.context() as mp:
+        _count_conversions(mp, graph.SerializeToString())
+        onnx_clf = Classifier(model, config, runtime="onnx", cache_dir=cache)
+    # TensorFlow eagerly: the same maths as the tf.function runtime without paying for a second trace
+    tf_clf = Classifier(model, config, forward_fn=lambda batch: np.asarray(model(batch, training=False)))
+    tf_clf.runtime = "tf"
+    return tf_clf, onnx_clf, cache / runtimes.onnx_file_name(config.model_version, TINY_SIZE)
 
 
 def _assert_parity(tf_clf, onnx_clf, images) -> np.ndarray:
@@ -270,3 +285,33 @@ def test_a_conversion_that_disagrees_with_tensorflow_is_refused(peaked, tf_tiny,
         Classifier(tf_tiny.model, tf_tiny.config, runtime="onnx", cache_dir=tmp_path)
     assert Classifier(tf_tiny.model, tf_tiny.config, runtime="auto", cache_dir=tmp_path).runtime == "tf"
     assert not list(tmp_path.glob("model-*"))
+
+
+# -- int8 (opt-in) ------------------------------------------------------------------------------------------
+def test_int8_without_a_quantized_model_is_a_clear_error(tf_tiny, tmp_path):
+    from model.predict import Classifier
+
+    with pytest.raises(runtimes.RuntimeUnavailableError, match="python -m model.quantize"):
+        Classifier(tf_tiny.model, tf_tiny.config, runtime="int8", cache_dir=tmp_path)
+
+
+def test_quantize_keeps_int8_only_when_it_agrees(tiny_bundle, onnx_tiny, images, tmp_path):
+    import shutil
+
+    from model.quantize import QuantizationRejectedError, quantize_bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    for f in (onnx_tiny[1], onnx_tiny[1].with_name(onnx_tiny[1].name + ".json")):
+        shutil.copy(f, bundle / f.name)  # the fp32 conversion is already there: no Keras, no tf2onnx
+    folder = images[0].parent
+    with pytest.raises(QuantizationRejectedError, match="not kept"):
+        quantize_bundle(bundle, folder, folder, n_calibration=8, min_agreement=1.01)
+    assert not list(bundle.glob("*.int8.onnx"))
+    figures = quantize_bundle(bundle, folder, folder, n_calibration=8, min_agreement=0.0)
+    assert 0.0 <= figures["agreement"] <= 1.0 and figures["val_images"] == len(images)
+    version = onnx_tiny[0].model_version
+    forward = runtimes.int8_forward(TINY_SIZE, version, bundle)
+    probs = forward(onnx_tiny[0].preprocess(images)[0])
+    assert probs.shape == (len(images), len(TINY_LABELS))
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)  # the softmax stays in float

@@ -59,12 +59,18 @@ def fresh_bundle(folder: Path, input_size: int, classes: int = 10) -> Path:
 def runtime_classifiers(clf, bundle: Path) -> dict[str, object]:
     """One classifier per installed runtime on the same Keras model (a conversion, when needed, happens here)."""
     from model.predict import Classifier
-    from model.runtimes import available_runtimes
+    from model.runtimes import INT8, RuntimeUnavailableError, available_runtimes
 
     out = {}
-    for name in available_runtimes():
+    names = available_runtimes()
+    for name in names + ([INT8] if "onnx" in names else []):
         start = time.perf_counter()
-        out[name] = Classifier(clf.model, clf.config, card=clf.card, runtime=name, cache_dir=bundle)
+        try:
+            out[name] = Classifier(clf.model, clf.config, card=clf.card, runtime=name, cache_dir=bundle)
+        except RuntimeUnavailableError:
+            if name != INT8:
+                raise
+            continue  # int8 only when `python -m model.quantize` made one for this bundle
         print(f"  [{name}: ready in {time.perf_counter() - start:.1f} s]", flush=True)
     return out
 
@@ -72,7 +78,8 @@ def runtime_classifiers(clf, bundle: Path) -> dict[str, object]:
 def bench_forward(clf, paths: list[Path], batch_size: int) -> float:
     batch, errors = clf.preprocess(paths)
     assert not any(errors), errors
-    clf.forward(batch[:batch_size])  # trace once
+    for _ in range(2):  # trace (TF) / size the memory arena (ORT) outside the measurement
+        clf.forward(batch[:batch_size])
     start = time.perf_counter()
     for i in range(0, len(batch), batch_size):
         clf.forward(batch[i:i + batch_size])
@@ -140,7 +147,11 @@ def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str,
             return p["done"] / (time.perf_counter() - start)
 
         run(warmup)  # model load and tracing happen here, not in the measurement
-        return run(folder)
+        rate = run(folder)
+        kids = child_pids(proc.pid)
+        if kids:
+            print(f"  [worker process RSS {rss_mb(kids[0]):.0f} MB]", flush=True)
+        return rate
     finally:
         proc.terminate()
         proc.wait(60)
@@ -285,7 +296,7 @@ def bench_throughput(args: argparse.Namespace, tmp: Path, mode: str) -> None:
         bundle = SHIPPED_MODEL_DIR
     else:
         bundle = fresh_bundle(tmp / "bundle", args.input_size or 224)
-    default = resolve_runtime(args.runtime)
+    default = resolve_runtime(args.runtime, can_cache=True)
     clf = load_classifier(bundle, runtime="tf")
     paths = write_images(tmp / "images", args.images)
     write_images(tmp / "warmup", max(args.batch_size, 8), seed=10_000)
