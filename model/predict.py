@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import BundleConfig, load_keras_model, read_card, weights_hash
-from model.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_images
+from model.images import ImageError, ImageInput, load_images
 
 IMAGENET = "imagenet"
 
@@ -80,7 +80,9 @@ class Classifier:
         self.labels: list[str] = list(config.labels)
         self.input_size: int = int(config.input_size)
         self.model_version: str = config.model_version or weights_hash(model)
-        self.max_pixels = DEFAULT_MAX_PIXELS
+        from settings import get_settings
+
+        self.max_pixels = get_settings().max_image_pixels  # MAX_IMAGE_PIXELS: the decompression-bomb guard
         self.runtime = "custom"
         if forward_fn is None:
             from model.runtimes import make_forward
