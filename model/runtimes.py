@@ -7,7 +7,6 @@
 - `onnx`: the same network converted once to ONNX (frozen graph -> tf2onnx) and run by ONNX Runtime, on CUDA
   when `onnxruntime-gpu` is installed and a GPU answers, else on the CPU with one intra-op thread per core
   this process may use.
-- `onnx-int8`: opt-in, a statically quantized copy that `python -m model.quantize` made and checked against fp32.
 - `auto` (the default, `RUNTIME` / `settings.runtime`): `onnx` when onnxruntime is importable and the model
   has a place to keep its conversion, else `tf`. A failed conversion in `auto` falls back to `tf` with a warning.
 
@@ -42,9 +41,8 @@ ForwardFn = Callable[[np.ndarray], np.ndarray]
 AUTO = "auto"
 TF = "tf"
 ONNX = "onnx"
-INT8 = "onnx-int8"  # opt-in only: needs `python -m model.quantize` to have made and checked the int8 file
-RUNTIMES = (TF, ONNX, INT8)
-ALIASES = {"tensorflow": TF, "keras": TF, "onnxruntime": ONNX, "ort": ONNX, "int8": INT8}
+RUNTIMES = (TF, ONNX)
+ALIASES = {"tensorflow": TF, "keras": TF, "onnxruntime": ONNX, "ort": ONNX}
 ONNX_OPSET = 17  # run by every ORT build of the last years, OpenVINO and TensorRT alike
 PARITY_ATOL = 1e-4  # a conversion whose probabilities differ more from TensorFlow's is refused
 PROBE_BATCH = 2
@@ -104,7 +102,7 @@ def resolve_runtime(name: str | None = None, *, can_cache: bool = True) -> str:
         raise UnknownRuntimeError(
             f"unknown runtime {name!r}: choose one of {', '.join((AUTO, *RUNTIMES))} (RUNTIME / --runtime)"
         )
-    if key in (ONNX, INT8) and not onnxruntime_available():
+    if key == ONNX and not onnxruntime_available():
         raise RuntimeUnavailableError(
             "runtime 'onnx' needs ONNX Runtime, which is not installed: pip install -r requirements.txt "
             "(onnxruntime, onnx, tf2onnx), or choose runtime 'tf' / 'auto'"
@@ -155,8 +153,6 @@ def make_forward(model, input_size: int, model_version: str, runtime: str | None
     """(forward function, runtime name) for a Keras model; `cache_dir` is where its conversion may live."""
     requested = _normalise(runtime if runtime is not None else _setting_runtime())
     name = resolve_runtime(requested, can_cache=cache_dir is not None)
-    if name == INT8:
-        return int8_forward(input_size, model_version, cache_dir), INT8
     if name == ONNX:
         try:
             return onnx_forward(model, input_size, model_version, cache_dir), ONNX
@@ -175,22 +171,6 @@ def make_forward(model, input_size: int, model_version: str, runtime: str | None
 def onnx_forward(model, input_size: int, model_version: str,
                  cache_dir: str | os.PathLike | None = None) -> ForwardFn:
     return session_forward(ensure_onnx_session(model, input_size, model_version, cache_dir))
-
-
-def int8_forward(input_size: int, model_version: str, cache_dir: str | os.PathLike | None = None) -> ForwardFn:
-    """The int8 model `python -m model.quantize` made (and checked against fp32) for exactly these weights."""
-    name = onnx_file_name(model_version, input_size, int8=True)
-    folders = ([Path(cache_dir)] if cache_dir is not None else []) + [default_cache_dir()]
-    reasons = []
-    for folder in folders:
-        session, problem = _try_open(folder / name, model_version, input_size)
-        if session is not None:
-            return session_forward(session)
-        reasons.append(f"{folder / name}: {problem}")
-    raise RuntimeUnavailableError(
-        "runtime 'onnx-int8' needs a quantized model for these weights (" + "; ".join(reasons) + "). Make it with "
-        "python -m model.quantize --model BUNDLE --calibration TRAIN_DIR --val VAL_DIR, or use runtime 'onnx'."
-    )
 
 
 def session_forward(session) -> ForwardFn:
@@ -252,9 +232,9 @@ def default_cache_dir() -> Path:
     return base / "densenet121-classifier" / "onnx"
 
 
-def onnx_file_name(model_version: str, input_size: int, int8: bool = False) -> str:
+def onnx_file_name(model_version: str, input_size: int) -> str:
     # The input size is part of the key: the weights (and so model_version) of a DenseNet do not depend on it.
-    return f"model-{model_version}-{int(input_size)}px{'.int8' if int8 else ''}.onnx"
+    return f"model-{model_version}-{int(input_size)}px.onnx"
 
 
 def _sidecar(path: Path) -> Path:
@@ -383,7 +363,7 @@ def _remove_leftovers(folder: Path, name: str, model_version: str, bundle: bool)
             tmp.unlink()
     if not bundle:
         return  # the shared cache folder holds other bundles' conversions
-    for old in [*folder.glob("model-*px.onnx"), *folder.glob("model-*px.int8.onnx")]:
+    for old in folder.glob("model-*px.onnx"):
         if not old.name.startswith(f"model-{model_version}-"):
             for stale in (old, _sidecar(old)):
                 with contextlib.suppress(OSError):

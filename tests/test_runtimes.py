@@ -286,32 +286,3 @@ def test_a_conversion_that_disagrees_with_tensorflow_is_refused(peaked, tf_tiny,
     assert Classifier(tf_tiny.model, tf_tiny.config, runtime="auto", cache_dir=tmp_path).runtime == "tf"
     assert not list(tmp_path.glob("model-*"))
 
-
-# -- int8 (opt-in) ------------------------------------------------------------------------------------------
-def test_int8_without_a_quantized_model_is_a_clear_error(tf_tiny, tmp_path):
-    from model.predict import Classifier
-
-    with pytest.raises(runtimes.RuntimeUnavailableError, match="python -m model.quantize"):
-        Classifier(tf_tiny.model, tf_tiny.config, runtime="int8", cache_dir=tmp_path)
-
-
-def test_quantize_keeps_int8_only_when_it_agrees(tiny_bundle, onnx_tiny, images, tmp_path):
-    import shutil
-
-    from model.quantize import QuantizationRejectedError, quantize_bundle
-
-    bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
-    for f in (onnx_tiny[1], onnx_tiny[1].with_name(onnx_tiny[1].name + ".json")):
-        shutil.copy(f, bundle / f.name)  # the fp32 conversion is already there: no Keras, no tf2onnx
-    folder = images[0].parent
-    with pytest.raises(QuantizationRejectedError, match="not kept"):
-        quantize_bundle(bundle, folder, folder, n_calibration=8, min_agreement=1.01)
-    assert not list(bundle.glob("*.int8.onnx"))
-    figures = quantize_bundle(bundle, folder, folder, n_calibration=8, min_agreement=0.0)
-    assert 0.0 <= figures["agreement"] <= 1.0 and figures["val_images"] == len(images)
-    version = onnx_tiny[0].model_version
-    forward = runtimes.int8_forward(TINY_SIZE, version, bundle)
-    probs = forward(onnx_tiny[0].preprocess(images)[0])
-    assert probs.shape == (len(images), len(TINY_LABELS))
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)  # the softmax stays in float

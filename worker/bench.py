@@ -59,18 +59,12 @@ def fresh_bundle(folder: Path, input_size: int, classes: int = 10) -> Path:
 def runtime_classifiers(clf, bundle: Path) -> dict[str, object]:
     """One classifier per installed runtime on the same Keras model (a conversion, when needed, happens here)."""
     from model.predict import Classifier
-    from model.runtimes import INT8, RuntimeUnavailableError, available_runtimes
+    from model.runtimes import available_runtimes
 
     out = {}
-    names = available_runtimes()
-    for name in names + ([INT8] if "onnx" in names else []):
+    for name in available_runtimes():
         start = time.perf_counter()
-        try:
-            out[name] = Classifier(clf.model, clf.config, card=clf.card, runtime=name, cache_dir=bundle)
-        except RuntimeUnavailableError:
-            if name != INT8:
-                raise
-            continue  # int8 only when `python -m model.quantize` made one for this bundle
+        out[name] = Classifier(clf.model, clf.config, card=clf.card, runtime=name, cache_dir=bundle)
         print(f"  [{name}: ready in {time.perf_counter() - start:.1f} s]", flush=True)
     return out
 
