@@ -33,7 +33,6 @@ EXAMPLES_DIR = ROOT / "examples"
 PLOTS = (("accuracy.png", "Accuracy per epoch"), ("loss.png", "Loss per epoch"),
          ("confusion_matrix.png", "Confusion matrix (validation set)"))
 NO_IMAGE = "No image: upload a photo, take one with the webcam, or paste one from the clipboard."
-CHECK_SIZE = 64  # decode at a small size to validate: JPEG draft mode makes even big photos cheap to check
 OVERLAY_SIDE = 384  # the heatmap is drawn on a copy of the photo at most this big
 
 

@@ -24,8 +24,6 @@ BATCH_SIZE = 32
 
 def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None) -> dict:
     """Top-1/5, per-class P/R/F1, confusion matrix and ECE of `classifier` on `data_dir`."""
-    from train.train import write_evaluation
-
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
@@ -56,6 +54,32 @@ def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None) -> d
     summary = write_evaluation(out_dir, np.asarray(y_true), np.concatenate(probs), classifier.labels, paths)
     summary["skipped"] = len(skipped)
     summary["model_version"] = classifier.model_version
+    return summary
+
+
+def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: list[str], paths: list[str],
+                     group_sep: str = "__") -> dict:
+    """metrics.json, report.txt and confusion_matrix.png for one evaluated set; also per-source groups."""
+    from train.metrics import format_report, summarize
+    from train.plots import plot_confusion
+
+    summary = summarize(y_true, probs, labels)
+    groups = sorted({Path(p).name.split(group_sep)[0] for p in paths if group_sep in Path(p).name})
+    if len(groups) > 1:
+        names = np.array([Path(p).name for p in paths])
+        summary["groups"] = {}
+        for g in groups:
+            mask = np.char.startswith(names, g + group_sep)
+            s = summarize(y_true[mask], probs[mask], labels)
+            summary["groups"][g] = {k: s[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}
+    (run / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = format_report(summary)
+    for g, s in summary.get("groups", {}).items():
+        text += f"\n[{g}] top1={s['top1']:.4f} top5={s['top5']:.4f} n={s['n']}"
+    (run / "report.txt").write_text(text + "\n")
+    plot_confusion(np.array(summary["confusion_matrix"]), labels, run / "confusion_matrix.png",
+                   f"Confusion matrix (val, top1={summary['top1']:.3f})")
+    print(text)
     return summary
 
 

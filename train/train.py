@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import class_weights, decode_split, make_eval_dataset, make_train_dataset, scan_dataset
+from train.evaluate import write_evaluation
 
 """## Parameters (one place; every one is a command-line flag)"""
 
@@ -216,31 +216,6 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"run folder: {run}  model_version={config.model_version}")
     return run
 
-
-def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: list[str], paths: list[str],
-                     group_sep: str = "__") -> dict:
-    """metrics.json, report.txt and confusion_matrix.png for one evaluated set; also per-source groups."""
-    from train.metrics import format_report, summarize
-    from train.plots import plot_confusion
-
-    summary = summarize(y_true, probs, labels)
-    groups = sorted({Path(p).name.split(group_sep)[0] for p in paths if group_sep in Path(p).name})
-    if len(groups) > 1:
-        names = np.array([Path(p).name for p in paths])
-        summary["groups"] = {}
-        for g in groups:
-            mask = np.char.startswith(names, g + group_sep)
-            s = summarize(y_true[mask], probs[mask], labels)
-            summary["groups"][g] = {k: s[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}
-    (run / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    text = format_report(summary)
-    for g, s in summary.get("groups", {}).items():
-        text += f"\n[{g}] top1={s['top1']:.4f} top5={s['top5']:.4f} n={s['n']}"
-    (run / "report.txt").write_text(text + "\n")
-    plot_confusion(np.array(summary["confusion_matrix"]), labels, run / "confusion_matrix.png",
-                   f"Confusion matrix (val, top1={summary['top1']:.3f})")
-    print(text)
-    return summary
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
