@@ -11,8 +11,10 @@ RUN pip install -r requirements.txt \
  && if [ -n "$TF_PACKAGE" ]; then pip uninstall -y tensorflow-cpu && pip install "$TF_PACKAGE"; fi
 
 COPY . .
-# Convert the shipped model to ONNX once, at build time: every container then finds the cached conversion.
-RUN python -c "from model import load_classifier; load_classifier(runtime='onnx')" || true
+# Convert the shipped model to ONNX once, at build time (the classifier, and its Grad-CAM twin for the demo):
+# every container then finds the cached conversions.
+RUN python -c "from model import load_classifier; from model.gradcam import GradCAM; \
+GradCAM.for_classifier(load_classifier(runtime='onnx'))" || true
 RUN useradd --create-home --uid 1000 app && mkdir -p /app/data && chown app /app/data
 USER app
 

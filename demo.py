@@ -79,21 +79,28 @@ class Engine:
 
                 clf = load_classifier(self.model_dir)
                 clf.max_pixels = get_settings().max_image_pixels
-                cam = GradCAM(clf.model)
+                cam = GradCAM.for_classifier(clf)  # the page's only forward pass: probabilities and heatmap
                 size = clf.input_size
-                # Two batch shapes: Keras then relaxes the traced shape, so no later batch size retraces mid-request.
-                for n in (1, 2):
+                for n in (1, 2):  # the first calls allocate (ONNX) or trace (TF): pay that before any user does
                     cam(np.zeros((n, size, size, 3), np.float32))
                 self._loaded = (clf, cam)
             return self._loaded
 
-    def classify(self, sources: Sequence[str | bytes | None], top_k: int, uncertain_below: float) -> list[Outcome]:
-        """One Outcome per source (None gives an empty one); a single forward pass for the whole batch."""
+    def classify(self, sources: Sequence[str | bytes | None], top_k: int, uncertain_below: float,
+                 explain: bool = True) -> list[Outcome]:
+        """One Outcome per source (None gives an empty one); a single forward pass for the whole batch.
+
+        `explain` adds the Grad-CAM overlay, which comes out of that same pass; without it the plain
+        classifier runs and nothing is drawn (the API's `/predict`).
+        """
         clf, cam = self.load()
         present = [s for s in sources if s is not None]
         self.batch_sizes.append(len(present))
         batch, errors = clf.preprocess(present)
-        probs, maps = cam.explain(batch)
+        if explain:
+            probs, maps = cam.explain(batch)
+        else:
+            probs, maps = clf.forward(batch), [None] * len(batch)
         ranked = iter(zip(clf.postprocess(probs, top_k), maps, strict=True))
         outcomes = iter([self._outcome(src, err, ranked, clf.max_pixels, uncertain_below)
                          for src, err in zip(present, errors, strict=True)])
@@ -101,9 +108,11 @@ class Engine:
 
     @staticmethod
     def _outcome(source, error, ranked, max_pixels: int, uncertain_below: float) -> Outcome:
-        if error:  # the validator normally stops these before they reach the queue
+        if error:  # a batch function cannot reject one request alone: the reason goes into its verdict
             return Outcome(verdict=f"**Cannot use this image:** {error}")
         top, heat = next(ranked)
+        if heat is None:
+            return Outcome(label=dict(top), verdict=verdict(top, uncertain_below, explained=False))
         return Outcome(label=dict(top), heatmap=_overlay(source, heat, max_pixels),
                        verdict=verdict(top, uncertain_below))
 
@@ -126,13 +135,15 @@ def display_image(source: str | bytes, max_side: int, max_pixels: int) -> np.nda
     return np.asarray(img)
 
 
-def verdict(top: list[tuple[str, float]], uncertain_below: float) -> str:
+def verdict(top: list[tuple[str, float]], uncertain_below: float, explained: bool = True) -> str:
     label, conf = top[0]
     if conf < uncertain_below:
         others = ", ".join(f"*{name}* {c:.0%}" for name, c in top[1:3])
         return (f"### Not sure\nThe best guess is **{label}**, but only at {conf:.0%} (below {uncertain_below:.0%}). "
                 f"Next: {others}. The photo may show something the model was not trained on, several different "
                 "fruits, or too little of the fruit.")
+    if not explained:
+        return f"### {label} ({conf:.0%})"
     return f"### {label} ({conf:.0%})\nThe heatmap shows which parts of the photo made the model say *{label}*."
 
 
@@ -260,12 +271,12 @@ def example_paths() -> list[str]:
 def classify_tab(engine: Engine, max_batch_size: int) -> None:
     settings = get_settings()
 
-    def classify(images: list, required: bool) -> tuple[list, list, list]:
+    def classify(images: list, required: bool, explain: bool = True) -> tuple[list, list, list]:
         # A batch function must not raise for one bad image (that would fail every request in the batch):
         # each image gets its own outcome, and an unreadable one gets the core's ImageError text.
         try:
             outcomes = engine.classify([payload_source(p) for p in images], settings.top_k,
-                                       settings.demo_uncertain_below)
+                                       settings.demo_uncertain_below, explain)
         except ModelUnavailable as exc:  # no model: every request fails the same way
             raise gr.Error(str(exc), print_exception=False) from exc
         if required:
@@ -286,12 +297,21 @@ def classify_tab(engine: Engine, max_batch_size: int) -> None:
     if paths:
         gr.Examples(paths, inputs=image, label="Examples (two per class; see examples/NOTICE.md for credits)",
                     examples_per_page=max(1, len(paths) // 2))
-    outputs = [labels, heatmap, verdict_box]
-    common = dict(inputs=image, outputs=outputs, batch=True, max_batch_size=max_batch_size, preprocess=False,
+    # Every classifying event shares one queue slot ("model") and batches: concurrent users share forward passes.
+    common = dict(inputs=image, batch=True, max_batch_size=max_batch_size, preprocess=False,
                   concurrency_id="model", concurrency_limit=1)
-    button.click(lambda images: classify(images, required=True), api_name="classify", **common)
+    outputs = [labels, heatmap, verdict_box]
+    button.click(lambda images: classify(images, required=True), outputs=outputs, api_name="classify", **common)
     # Picking an example, a webcam shot or a pasted image classifies at once; clearing the image just clears.
-    image.change(lambda images: classify(images, required=False), api_visibility="private", **common)
+    image.change(lambda images: classify(images, required=False), outputs=outputs, api_visibility="private",
+                 **common)
+
+    # API only (no trigger on the page): the top-k and the verdict, without drawing and storing a heatmap.
+    def predict(images: list) -> tuple[list, list]:
+        found, _, verdicts = classify(images, required=True, explain=False)
+        return found, verdicts
+
+    gr.on([], predict, outputs=[labels, verdict_box], api_name="predict", **common)
 
 
 # -- Batch tab ----------------------------------------------------------------------------------------------------

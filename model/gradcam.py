@@ -8,7 +8,7 @@ are then exactly the Dense kernel column, and Grad-CAM reduces to the original C
 
 No gradients are needed, so the feature map and the probabilities come out of ONE forward pass: explaining a
 prediction costs no more than making it. Keras layers and `keras.ops` only (no TensorFlow calls), so this
-also runs on the JAX backend.
+also runs on the JAX backend, and on ONNX Runtime like the classifier itself.
 """
 
 from __future__ import annotations
@@ -84,17 +84,36 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colorma
 
 
 class GradCAM:
-    """Probabilities and class heatmaps for a batch in one forward pass of a classifier's Keras model."""
+    """Probabilities and class heatmaps for a batch in one forward pass of a classifier's network.
 
-    def __init__(self, model):
+    The two-output network runs on the same runtimes as the classifier (`model.runtimes`): on ONNX Runtime
+    it is converted once and cached beside the bundle as `model-<version>-<size>px-cam.onnx`.
+    """
+
+    def __init__(self, model, *, input_size: int | None = None, model_version: str = "", runtime: str = "tf",
+                 cache_dir=None):
+        from model.runtimes import make_forward
+
         self.model = cam_model(model)
         self.weights = class_weights(model)
+        size = int(input_size or model.inputs[0].shape[1])
+        self._forward, self.runtime = make_forward(self.model, size, model_version, runtime, cache_dir,
+                                                   variant="cam")
+
+    @classmethod
+    def for_classifier(cls, classifier) -> GradCAM:
+        """The Grad-CAM twin of a loaded `Classifier`: same weights, same runtime, same conversion cache."""
+        from model.runtimes import RUNTIMES
+
+        return cls(classifier.model, input_size=classifier.input_size, model_version=classifier.model_version,
+                   runtime=classifier.runtime if classifier.runtime in RUNTIMES else "tf",
+                   cache_dir=classifier.cache_dir)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw 0..255 float32 batch (N, H, W, 3) -> (features (N, h, w, K), probabilities (N, C))."""
         if len(batch) == 0:
             return np.zeros((0, 1, 1, self.weights.shape[0]), np.float32), np.zeros((0, self.weights.shape[1]))
-        features, probs = self.model.predict_on_batch(np.asarray(batch, dtype=np.float32))
+        features, probs = self._forward(np.asarray(batch, dtype=np.float32))
         return np.asarray(features), np.asarray(probs)
 
     def explain(self, batch: np.ndarray, class_ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -151,5 +152,23 @@ def load_images(
 
     if len(sources) <= 1:
         return [one(s) for s in sources]
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
-        return list(pool.map(one, sources))
+    if workers is not None:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, sources))
+    return list(_decode_pool().map(one, sources))
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owner pid, pool)
+_POOL_LOCK = threading.Lock()
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """One decoding pool per process, made on first use: a pool per call cost the demo a thread start and
+    join for every batch of a few images. A forked child (a Celery prefork worker) inherits the pool object
+    but not its threads, so a pool made by another pid is replaced."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2),
+                                                     thread_name_prefix="decode"))
+        return _POOL[1]

@@ -65,8 +65,13 @@ def compile_forward(model, input_size: int):
 
         spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
         fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        return lambda batch: fn(tf.constant(batch)).numpy()
-    return lambda batch: np.asarray(model.predict_on_batch(batch))
+        return lambda batch: _numpy(fn(tf.constant(batch)))
+    return lambda batch: _numpy(model.predict_on_batch(batch))
+
+
+def _numpy(out):
+    """One array, or a list of arrays for a model with several outputs (the Grad-CAM model)."""
+    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
 
 
 class Classifier:
@@ -84,6 +89,7 @@ class Classifier:
 
         self.max_pixels = get_settings().max_image_pixels  # MAX_IMAGE_PIXELS: the decompression-bomb guard
         self.runtime = "custom"
+        self.cache_dir = cache_dir  # where runtime conversions of this model (and its Grad-CAM twin) are kept
         if forward_fn is None:
             from model.runtimes import make_forward
 
@@ -128,6 +134,10 @@ class Classifier:
     ) -> Iterator[Prediction]:
         """Stream predictions, decoding batch i+1 in a thread while the network runs on batch i."""
         chunks = _chunks(images, batch_size)
+        if isinstance(images, Sequence) and len(images) <= batch_size:  # one batch: nothing to overlap
+            for chunk in chunks:
+                yield from self._finish(*self.preprocess(chunk), top_k)
+            return
         with ThreadPoolExecutor(max_workers=1) as prefetch:
             pending = None
             for chunk in chunks:

@@ -149,13 +149,17 @@ def configure_tf_threads() -> None:
 
 # -- the forward function ------------------------------------------------------------------------------------
 def make_forward(model, input_size: int, model_version: str, runtime: str | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> tuple[ForwardFn, str]:
-    """(forward function, runtime name) for a Keras model; `cache_dir` is where its conversion may live."""
+                 cache_dir: str | os.PathLike | None = None, variant: str = "") -> tuple[ForwardFn, str]:
+    """(forward function, runtime name) for a Keras model; `cache_dir` is where its conversion may live.
+
+    A model with several outputs gets a forward returning a list of arrays; `variant` names such a model's
+    conversion apart from the plain classifier's (say "cam" for the Grad-CAM model), same weights.
+    """
     requested = _normalise(runtime if runtime is not None else _setting_runtime())
     name = resolve_runtime(requested, can_cache=cache_dir is not None)
     if name == ONNX:
         try:
-            return onnx_forward(model, input_size, model_version, cache_dir), ONNX
+            return onnx_forward(model, input_size, model_version, cache_dir, variant), ONNX
         except Exception as exc:  # noqa: BLE001 - in auto mode any conversion failure means "use TF"
             if requested != AUTO:
                 if isinstance(exc, RuntimeUnavailableError):
@@ -169,17 +173,19 @@ def make_forward(model, input_size: int, model_version: str, runtime: str | None
 
 
 def onnx_forward(model, input_size: int, model_version: str,
-                 cache_dir: str | os.PathLike | None = None) -> ForwardFn:
-    return session_forward(ensure_onnx_session(model, input_size, model_version, cache_dir))
+                 cache_dir: str | os.PathLike | None = None, variant: str = "") -> ForwardFn:
+    return session_forward(ensure_onnx_session(model, input_size, model_version, cache_dir, variant))
 
 
 def session_forward(session) -> ForwardFn:
+    """The session as a batch function: one array for a one-output model, else the list of outputs."""
     input_name = session.get_inputs()[0].name
-    output_name = session.get_outputs()[0].name
+    single = len(session.get_outputs()) == 1
     log.info("ONNX Runtime: providers %s, %d intra-op threads", session.get_providers(), inference_threads())
 
-    def forward(batch: np.ndarray) -> np.ndarray:
-        return session.run([output_name], {input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+    def forward(batch: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        outputs = session.run(None, {input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        return outputs[0] if single else outputs
 
     return forward
 
@@ -232,9 +238,9 @@ def default_cache_dir() -> Path:
     return base / "densenet121-classifier" / "onnx"
 
 
-def onnx_file_name(model_version: str, input_size: int) -> str:
+def onnx_file_name(model_version: str, input_size: int, variant: str = "") -> str:
     # The input size is part of the key: the weights (and so model_version) of a DenseNet do not depend on it.
-    return f"model-{model_version}-{int(input_size)}px.onnx"
+    return f"model-{model_version}-{int(input_size)}px{'-' + variant if variant else ''}.onnx"
 
 
 def _sidecar(path: Path) -> Path:
@@ -326,9 +332,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def ensure_onnx_session(model, input_size: int, model_version: str, cache_dir: str | os.PathLike | None = None):
+def ensure_onnx_session(model, input_size: int, model_version: str, cache_dir: str | os.PathLike | None = None,
+                        variant: str = ""):
     """An ONNX Runtime session for `model`, converting it only when no valid cached conversion exists."""
-    name = onnx_file_name(model_version, input_size)
+    name = onnx_file_name(model_version, input_size, variant)
     candidates = [Path(cache_dir)] if cache_dir is not None else []
     candidates.append(default_cache_dir())
     for folder in candidates:  # a valid conversion anywhere (say, shipped in a read-only image) is used as is
@@ -363,7 +370,7 @@ def _remove_leftovers(folder: Path, name: str, model_version: str, bundle: bool)
             tmp.unlink()
     if not bundle:
         return  # the shared cache folder holds other bundles' conversions
-    for old in folder.glob("model-*px.onnx"):
+    for old in folder.glob("model-*.onnx"):
         if not old.name.startswith(f"model-{model_version}-"):
             for stale in (old, _sidecar(old)):
                 with contextlib.suppress(OSError):
@@ -414,11 +421,16 @@ def convert_to_onnx(model, input_size: int) -> bytes:
 
 
 def check_parity(model, session, input_size: int, atol: float = PARITY_ATOL) -> float:
-    """Largest |p_onnx - p_tf| on a fixed probe batch; raises when it exceeds `atol` (a broken conversion)."""
+    """Largest |onnx - tf| over every output on a fixed probe batch; raises when it exceeds `atol` (a broken
+    conversion). Probabilities are compared absolutely; other outputs (feature maps) relative to their range."""
     probe = np.random.default_rng(0).uniform(0, 255, (PROBE_BATCH, input_size, input_size, 3)).astype(np.float32)
-    got = session.run(None, {session.get_inputs()[0].name: probe})[0]
-    want = np.asarray(model(probe, training=False))
-    diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
+    got = session.run(None, {session.get_inputs()[0].name: probe})
+    want = model(probe, training=False)
+    want = [np.asarray(w) for w in (want if isinstance(want, (list, tuple)) else [want])]
+    diff = 0.0 if len(got) == len(want) else float("inf")
+    for g, w in zip(got, want, strict=False):
+        scale = max(1.0, float(np.max(np.abs(w)))) if w.ndim > 2 else 1.0
+        diff = max(diff, float(np.max(np.abs(g - w))) / scale if g.shape == w.shape else float("inf"))
     if not diff <= atol:
         raise RuntimeUnavailableError(f"ONNX conversion does not match TensorFlow (max |dp| {diff:.2e} > {atol})")
     return diff

@@ -1,11 +1,13 @@
 """Benchmark the demo: HTTP latency vs the bare model call, and batched vs unbatched throughput (not a test).
 
-    python -m tests.bench_demo [--model BUNDLE | --small] [--requests 20] [--clients 8] [--per-client 6]
+    python -m tests.bench_demo [--model BUNDLE | --small [--input-size 224]] [--clients 8] [--per-client 20]
 
 Starts `demo.py` twice in subprocesses on free ports (batched: --max-batch-size 8; unbatched: 1) and measures
-  * single-request p50 latency through the HTTP API (gradio_client, and the plain REST API with httpx)
-    against the bare `Classifier.predict([path])` call on the same image in this process;
-  * images/s with N concurrent REST clients, batched vs unbatched.
+  * single-request p50 latency through the HTTP API against the bare call in this process on the same image:
+    `/predict` (top-k) against `Classifier.predict([path])`, `/classify` (top-k + Grad-CAM overlay, what the page
+    shows) against `Engine.classify([path])`; over plain REST (queued and direct) and gradio_client;
+  * images/s with N concurrent queued REST clients, batched vs unbatched, for both endpoints;
+  * the forward pass's own batch-8 vs batch-1 speed-up: no server can gain more than that from batching.
 `--small` benchmarks an untrained DenseNet121 at 64x64 with 21 classes (the shipped model's shape), built in a
 temporary folder, so it runs before the fruit model exists. Targets: p50 <= 1.3x bare; batched >= 2x unbatched.
 """
@@ -13,6 +15,7 @@ temporary folder, so it runs before the fruit model exists. Targets: p50 <= 1.3x
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import statistics
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -84,44 +88,91 @@ class Server:
         self.proc.wait(timeout=30)
 
 
-def rest_call(http, url: str, image: Path) -> list:
-    """One classification through the plain REST API: upload, start the call, read its SSE result."""
-    with open(image, "rb") as f:
-        path = http.post(f"{url}/gradio_api/upload", files={"files": (image.name, f)}).json()[0]
-    file_data = {"path": path, "orig_name": image.name, "meta": {"_type": "gradio.FileData"}}
-    event_id = http.post(f"{url}/gradio_api/call/classify", json={"data": [file_data]}).json()["event_id"]
-    with http.stream("GET", f"{url}/gradio_api/call/classify/{event_id}") as stream:
-        event = None
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and event in ("complete", "error"):
-                if event == "error":
-                    raise RuntimeError(line)
-                return json.loads(line[5:])
-    raise RuntimeError("no result")
+class RestClient:
+    """A lean client of Gradio's plain REST API (httpx, kept-alive, one session like the JS and Python clients
+    keep): `queued` = upload + POST /call + read the SSE result (batched with other users); `direct` = one
+    POST /run with the image inline as a data URL (skips the queue, so it is never batched)."""
+
+    def __init__(self, url: str, image: Path):
+        import httpx
+
+        self.url, self.image = url, image
+        self.http = httpx.Client(timeout=120)
+        self.session = uuid.uuid4().hex
+        self.data_url = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
+
+    def file_data(self, upload: bool) -> dict:
+        """The image as Gradio FileData: uploaded first (what gradio_client does), or inline as a data URL."""
+        if not upload:
+            return {"path": None, "url": self.data_url, "orig_name": self.image.name,
+                    "meta": {"_type": "gradio.FileData"}}
+        with open(self.image, "rb") as f:
+            path = self.http.post(f"{self.url}/gradio_api/upload", files={"files": (self.image.name, f)}).json()[0]
+        return {"path": path, "orig_name": self.image.name, "meta": {"_type": "gradio.FileData"}}
+
+    def queued(self, api: str, upload: bool = True) -> list:
+        body = {"data": [self.file_data(upload)], "session_hash": self.session}
+        event_id = self.http.post(f"{self.url}/gradio_api/call/{api}", json=body).json()["event_id"]
+        with self.http.stream("GET", f"{self.url}/gradio_api/call/{api}/{event_id}") as stream:
+            event = None
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    if event == "error":
+                        raise RuntimeError(line)
+                    return json.loads(line[5:])
+        raise RuntimeError("no result")
+
+    def direct(self, api: str) -> list:
+        body = {"data": [self.file_data(upload=False)], "session_hash": self.session}
+        reply = self.http.post(f"{self.url}/gradio_api/run/{api}", json=body)
+        reply.raise_for_status()
+        return reply.json()["data"]
+
+    def close(self) -> None:
+        self.http.close()
 
 
-def throughput(url: str, clients: int, per_client: int, image: Path) -> float:
-    """Images/s with `clients` concurrent REST clients (lean httpx ones: gradio_client's own overhead per call,
-    threads and 50 ms polling, would otherwise be the bottleneck being measured)."""
-    import httpx
+def throughput(url: str, api: str, clients: int, per_client: int, image: Path) -> float:
+    """Images/s with `clients` concurrent queued REST clients sending the image inline (lean httpx ones:
+    gradio_client's own overhead per call, threads and polling, would otherwise be what is measured)."""
+    pool = [RestClient(url, image) for _ in range(clients)]
 
-    pool = [httpx.Client(timeout=120) for _ in range(clients)]
-
-    def run(http) -> None:
+    def run(client: RestClient) -> None:
         for _ in range(per_client):
-            rest_call(http, url, image)
+            client.queued(api, upload=False)
 
-    for http in pool:  # warm-up: every connection once
-        rest_call(http, url, image)
+    for client in pool:  # warm-up: every connection once
+        client.queued(api, upload=False)
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as ex:
         list(ex.map(run, pool))
     elapsed = time.perf_counter() - start
-    for http in pool:
-        http.close()
+    for client in pool:
+        client.close()
     return clients * per_client / elapsed
+
+
+def latencies(url: str, image: Path, requests: int, bare: float, bare_cam: float) -> None:
+    """p50 of one request at a time through each way into the HTTP API, against the matching bare call."""
+    from gradio_client import Client, handle_file
+
+    rest = RestClient(url, image)
+    client = Client(url, verbose=False, download_files=False)
+    ways = [
+        ("HTTP /predict, REST direct (POST /run, inline)", lambda: rest.direct("predict"), bare, "bare predict"),
+        ("HTTP /predict, REST queued (upload, call, SSE)", lambda: rest.queued("predict"), bare, "bare predict"),
+        ("HTTP /predict, REST queued (inline, call, SSE)", lambda: rest.queued("predict", upload=False), bare,
+         "bare predict"),
+        ("HTTP /classify, REST queued (+ heatmap)", lambda: rest.queued("classify"), bare_cam, "bare classify+CAM"),
+        ("HTTP /predict, gradio_client", lambda: client.predict(handle_file(str(image)), api_name="/predict"),
+         bare, "bare predict"),
+    ]
+    for name, call, base, what in ways:
+        seconds = p50(call, requests)
+        print(f"{name:50s} p50 {seconds * 1000:7.1f} ms = {seconds / base:.2f}x {what}")
+    rest.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,40 +180,45 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=None, help="bundle (default: settings.model_dir if present, else --small)")
     p.add_argument("--small", action="store_true", help="an untrained DenseNet121 at --input-size")
     p.add_argument("--input-size", type=int, default=64)
-    p.add_argument("--requests", type=int, default=20, help="sequential requests per latency figure")
+    p.add_argument("--requests", type=int, default=40, help="sequential requests per latency figure")
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--per-client", type=int, default=6)
+    p.add_argument("--per-client", type=int, default=20)
     p.add_argument("--image", type=Path, default=IMAGE)
     args = p.parse_args(argv)
 
-    import httpx
-    from gradio_client import Client, handle_file
-
+    import demo
     from model.predict import load_classifier
 
     model = Path(args.model or get_settings().model_dir)
     if args.small or not (model / "config.json").is_file():
         model = small_bundle(args.input_size, 21)
     clf = load_classifier(model)
+    engine = demo.Engine(model)
+    engine.load()
     bare = p50(lambda: clf.predict([args.image]), args.requests)
-    print(f"model {model} (input {clf.input_size}px), image {args.image.name}")
-    print(f"bare Classifier.predict([path])          p50 {bare * 1000:7.1f} ms")
+    bare_cam = p50(lambda: engine.classify([str(args.image)], 5, 0.5), args.requests)
+    print(f"model {model} (input {clf.input_size}px, runtime {clf.runtime}), image {args.image.name}")
+    print(f"bare Classifier.predict([path])                   p50 {bare * 1000:7.1f} ms")
+    print(f"bare Engine.classify([path]) (+ Grad-CAM overlay) p50 {bare_cam * 1000:7.1f} ms")
+    # What batching can give at most: the network's own gain from one pass over 8 images instead of 8 passes.
+    batch, _ = clf.preprocess([args.image] * args.clients)
+    one = p50(lambda: clf.forward(batch[:1]), args.requests)
+    many = p50(lambda: clf.forward(batch), args.requests) / len(batch)
+    print(f"bare forward: batch 1 {one * 1000:.2f} ms/image, batch {len(batch)} {many * 1000:.2f} ms/image "
+          f"= {one / many:.2f}x (the ceiling for any batching speed-up)")
 
     results = {}
-    for name, batch in (("batched", get_settings().demo_max_batch_size), ("unbatched", 1)):
+    for mode, batch in (("batched", get_settings().demo_max_batch_size), ("unbatched", 1)):
         with Server(model, batch) as server:
-            if name == "batched":
-                client = Client(server.url, verbose=False, download_files=False)
-                api = p50(lambda c=client: c.predict(handle_file(str(args.image)), api_name="/classify"),
-                          args.requests)
-                with httpx.Client(timeout=60) as http:
-                    rest = p50(lambda h=http, u=server.url: rest_call(h, u, args.image), args.requests)
-                print(f"HTTP API, gradio_client                  p50 {api * 1000:7.1f} ms  = {api / bare:.2f}x bare")
-                print(f"HTTP API, REST (httpx, kept-alive)       p50 {rest * 1000:7.1f} ms  = {rest / bare:.2f}x bare")
-            results[name] = throughput(server.url, args.clients, args.per_client, args.image)
-            print(f"{args.clients} concurrent clients, {name:9s} (max_batch_size {batch}) "
-                  f"{results[name]:6.1f} images/s")
-    print(f"batching speed-up under concurrency: {results['batched'] / results['unbatched']:.2f}x")
+            if mode == "batched":
+                latencies(server.url, args.image, args.requests, bare, bare_cam)
+            for api in ("predict", "classify"):
+                results[mode, api] = throughput(server.url, api, args.clients, args.per_client, args.image)
+                print(f"{args.clients} concurrent clients, /{api:8s} {mode:9s} (max_batch_size {batch}) "
+                      f"{results[mode, api]:6.1f} images/s")
+    for api in ("predict", "classify"):
+        print(f"batching speed-up under concurrency, /{api}: "
+              f"{results['batched', api] / results['unbatched', api]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,21 @@ def test_bad_inputs_give_the_error_message(client, tmp_path):
     assert "No image" in verdict
 
 
+def test_predict_endpoint_gives_the_top_k_without_a_heatmap(client, tiny_classifier, tmp_path):
+    from gradio_client import handle_file
+
+    good = write_good_images(tmp_path / "good", 2, seed=5)
+    expected = tiny_classifier.predict(good, top_k=5)
+    for path, want in zip(good, expected, strict=True):
+        label, verdict = client.predict(handle_file(str(path)), api_name="/predict")
+        assert [c["label"] for c in label["confidences"]] == [name for name, _ in want.top_k]
+        assert [c["confidence"] for c in label["confidences"]] == pytest.approx([c for _, c in want.top_k], abs=1e-5)
+        assert want.label in verdict and "heatmap" not in verdict
+    for kind, path in write_bad_images(tmp_path / "bad").items():
+        label, verdict = client.predict(handle_file(str(path)), api_name="/predict")
+        assert "Cannot use this image" in verdict and not (label or {}).get("confidences"), kind
+
+
 def test_concurrent_requests_all_succeed_and_share_forward_passes(client, tiny_classifier, tiny_bundle, tmp_path):
     from gradio_client import handle_file
 

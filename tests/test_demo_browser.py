@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.demo_server import running_demo
+from tests.demo_server import CHROMIUM, CHROMIUM_ARGS, running_demo
 from tests.imagegen import write_good_images
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 pytestmark = [
     pytest.mark.slow,
@@ -28,7 +22,7 @@ def test_upload_a_photo_and_see_the_labels(tiny_bundle, tiny_classifier, tmp_pat
     photo = write_good_images(tmp_path / "in", 1)[0]
     expected = tiny_classifier.predict([photo], top_k=5)[0]
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(url, wait_until="domcontentloaded", timeout=60_000)
@@ -42,6 +36,3 @@ def test_upload_a_photo_and_see_the_labels(tiny_bundle, tiny_classifier, tmp_pat
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
-    if out := os.environ.get("DEMO_SCREENSHOT"):  # `DEMO_SCREENSHOT=docs/demo.png` refreshes the README image
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, out)

@@ -32,3 +32,27 @@ def test_heatmaps_and_overlay_shapes():
     out = overlay(image, maps[0])
     assert out.shape == (40, 60, 3) and out.dtype == np.uint8
     assert not np.array_equal(out, image)
+
+
+def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, tmp_path, monkeypatch):
+    from model.runtimes import onnx_file_name
+    from settings import get_settings
+
+    monkeypatch.setenv("RUNTIME_CACHE_DIR", str(tmp_path / "user-cache"))  # never ~/.cache
+    get_settings.cache_clear()
+    batch = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    version = tiny_classifier.model_version
+    on_tf = GradCAM(tiny_classifier.model)
+    on_onnx = GradCAM(tiny_classifier.model, model_version=version, runtime="onnx", cache_dir=tmp_path)
+    assert (on_tf.runtime, on_onnx.runtime) == ("tf", "onnx")
+    # Its own cache file beside the classifier's: both conversions can live in one bundle folder.
+    assert (tmp_path / onnx_file_name(version, 32, "cam")).is_file()
+    assert not (tmp_path / onnx_file_name(version, 32)).exists()
+    (f_tf, p_tf), (f_onnx, p_onnx) = on_tf(batch), on_onnx(batch)
+    np.testing.assert_allclose(p_onnx, p_tf, atol=1e-5)
+    np.testing.assert_allclose(f_onnx, f_tf, atol=1e-4 * max(1.0, float(np.abs(f_tf).max())))
+    maps_tf, maps_onnx = on_tf.explain(batch)[1], on_onnx.explain(batch)[1]
+    np.testing.assert_allclose(maps_onnx, maps_tf, atol=1e-3)
+    # The twin of a loaded classifier runs where the classifier runs (TensorFlow in the test settings).
+    assert GradCAM.for_classifier(tiny_classifier).runtime == tiny_classifier.runtime
+    get_settings.cache_clear()
