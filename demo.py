@@ -555,10 +555,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         print(f"loading {args.model} ...", file=sys.stderr)
         demo.engine.load()
-    demo.queue(max_size=settings.demo_queue_size).launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=parse_auth(args.auth),
-        max_file_size=settings.demo_max_file_size, allowed_paths=[str(EXAMPLES_DIR)],
-        theme=gr.themes.Soft(), footer_links=["api"],
+    launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=parse_auth(args.auth))
+
+
+def launch(app: gr.Blocks, **options: Any) -> Any:
+    """Queue and serve `app` with the settings' limits (queue size, upload size, sessions kept); `options` go to
+    `Blocks.launch` (host, port, share, auth...). The tests serve the app through this too."""
+    settings = get_settings()
+    return app.queue(max_size=settings.demo_queue_size).launch(
+        max_file_size=settings.demo_max_file_size, state_session_capacity=settings.demo_session_capacity,
+        allowed_paths=[str(EXAMPLES_DIR)], theme=gr.themes.Soft(), footer_links=["api"], **options,
     )
 
 

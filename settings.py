@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     demo_max_batch_size: int = 8  # concurrent requests that share one forward pass
     demo_max_file_size: str = "20mb"  # uploads above this are refused by Gradio before they reach the model
     demo_queue_size: int = 64  # requests waiting beyond this get "queue full" instead of a long wait
+    # Gradio keeps ~76 KB per session, and an API call without a session_hash makes a new one: this bounds that
+    # memory (the oldest sessions go first; the demo keeps no per-user state worth keeping).
+    demo_session_capacity: int = 1000
 
 
 @lru_cache

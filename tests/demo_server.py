@@ -25,6 +25,6 @@ def running_demo(bundle: Path) -> tuple[str, object]:
 
     app = demo.build_demo(bundle, max_batch_size=8)
     app.engine.load()
-    app.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    demo.launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     atexit.register(app.close)
     return app.local_url, app

@@ -90,3 +90,36 @@ def test_batch_tab_degrades_without_a_broker(client, monkeypatch, tmp_path):
     assert "no task broker" in message and job_id == ""
     message, job_id, _ = client.predict("/etc", False, api_name="/submit_job")
     assert "not inside a folder open to batch jobs" in message
+
+
+def test_plain_rest_calls_with_inline_images_and_bounded_sessions(tiny_bundle, tiny_classifier, monkeypatch, tmp_path):
+    """The README's curl recipe (image inline as a data URL, no session), and the memory it may cost: each such
+    call makes a Gradio session, and only DEMO_SESSION_CAPACITY of them are kept."""
+    import base64
+
+    import httpx
+
+    import demo
+    from settings import get_settings
+    from tests.demo_server import free_port
+
+    monkeypatch.setenv("DEMO_SESSION_CAPACITY", "3")
+    get_settings.cache_clear()
+    app = demo.build_demo(tiny_bundle, max_batch_size=8)
+    try:
+        demo.launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        url = app.local_url.rstrip("/")
+        image = write_good_images(tmp_path, 1)[0]
+        mime = "image/png" if image.suffix == ".png" else "image/jpeg"
+        data = {"url": f"data:{mime};base64,{base64.b64encode(image.read_bytes()).decode()}",
+                "meta": {"_type": "gradio.FileData"}}
+        expected = tiny_classifier.predict([image])[0].label
+        with httpx.Client(timeout=120) as http:
+            for _ in range(8):
+                event_id = http.post(f"{url}/gradio_api/call/predict", json={"data": [data]}).json()["event_id"]
+                reply = http.get(f"{url}/gradio_api/call/predict/{event_id}").text
+                assert "event: complete" in reply and f'"label": "{expected}"' in reply
+        assert 1 <= len(app.state_holder.session_data) <= 3
+    finally:
+        app.close()
+        get_settings.cache_clear()
