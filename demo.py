@@ -542,6 +542,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def launch(app: gr.Blocks, **options: Any) -> Any:
+    """Queue and serve `app` with the settings' limits (queue size, upload size, sessions kept); `options` go to
+    `Blocks.launch` (host, port, share, auth...). The tests serve the app through this too."""
+    settings = get_settings()
+    return app.queue(max_size=settings.demo_queue_size).launch(
+        max_file_size=settings.demo_max_file_size, state_session_capacity=settings.demo_session_capacity,
+        allowed_paths=[str(EXAMPLES_DIR)], theme=gr.themes.Soft(), footer_links=["api"], **options,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     global demo
     args = parse_args(argv)
@@ -556,16 +566,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"loading {args.model} ...", file=sys.stderr)
         demo.engine.load()
     launch(demo, server_name=args.host, server_port=args.port, share=args.share, auth=parse_auth(args.auth))
-
-
-def launch(app: gr.Blocks, **options: Any) -> Any:
-    """Queue and serve `app` with the settings' limits (queue size, upload size, sessions kept); `options` go to
-    `Blocks.launch` (host, port, share, auth...). The tests serve the app through this too."""
-    settings = get_settings()
-    return app.queue(max_size=settings.demo_queue_size).launch(
-        max_file_size=settings.demo_max_file_size, state_session_capacity=settings.demo_session_capacity,
-        allowed_paths=[str(EXAMPLES_DIR)], theme=gr.themes.Soft(), footer_links=["api"], **options,
-    )
 
 
 if __name__ == "__main__":
