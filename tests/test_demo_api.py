@@ -92,9 +92,9 @@ def test_batch_tab_degrades_without_a_broker(client, monkeypatch, tmp_path):
     assert "not inside a folder open to batch jobs" in message
 
 
-def test_plain_rest_calls_with_inline_images_and_bounded_sessions(tiny_bundle, tiny_classifier, monkeypatch, tmp_path):
+def test_plain_rest_calls_and_the_limits_the_server_keeps(tiny_bundle, tiny_classifier, monkeypatch, tmp_path):
     """The README's curl recipe (image inline as a data URL, no session), and the memory it may cost: each such
-    call makes a Gradio session, and only DEMO_SESSION_CAPACITY of them are kept."""
+    call makes a Gradio session, and only DEMO_SESSION_CAPACITY of them are kept. Uploads obey DEMO_MAX_FILE_SIZE."""
     import base64
 
     import httpx
@@ -104,6 +104,7 @@ def test_plain_rest_calls_with_inline_images_and_bounded_sessions(tiny_bundle, t
     from tests.demo_server import free_port
 
     monkeypatch.setenv("DEMO_SESSION_CAPACITY", "3")
+    monkeypatch.setenv("DEMO_MAX_FILE_SIZE", "100kb")
     get_settings.cache_clear()
     app = demo.build_demo(tiny_bundle, max_batch_size=8)
     try:
@@ -120,6 +121,12 @@ def test_plain_rest_calls_with_inline_images_and_bounded_sessions(tiny_bundle, t
                 reply = http.get(f"{url}/gradio_api/call/predict/{event_id}").text
                 assert "event: complete" in reply and f'"label": "{expected}"' in reply
         assert 1 <= len(app.state_holder.session_data) <= 3
+        # An upload over DEMO_MAX_FILE_SIZE is refused before it reaches the model.
+        big = tmp_path / "big.jpg"
+        big.write_bytes(image.read_bytes() + bytes(200_000))
+        with open(big, "rb") as f:
+            refused = httpx.post(f"{url}/gradio_api/upload", files={"files": (big.name, f)}, timeout=60)
+        assert refused.status_code == 413, refused.text
     finally:
         app.close()
         get_settings.cache_clear()
