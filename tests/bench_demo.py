@@ -57,6 +57,20 @@ def p50(fn, n: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def paired_p50(bare, served, n: int, warmup: int = 3) -> tuple[float, float]:
+    """p50 of two calls timed alternately, so both see the same moments of a shared, noisy machine."""
+    for _ in range(warmup):
+        bare()
+        served()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(n):
+        for fn, out in ((bare, times[0]), (served, times[1])):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 class Server:
     """`demo.py` in a subprocess, up until the context exits."""
 
@@ -154,24 +168,24 @@ def throughput(url: str, api: str, clients: int, per_client: int, image: Path) -
     return clients * per_client / elapsed
 
 
-def latencies(url: str, image: Path, requests: int, bare: float, bare_cam: float) -> None:
-    """p50 of one request at a time through each way into the HTTP API, against the matching bare call."""
+def latencies(url: str, image: Path, requests: int, bare_predict, bare_classify) -> None:
+    """p50 of one request at a time through each way into the HTTP API, each timed alternately with its bare call
+    (`bare_predict` for `/predict`, `bare_classify` for `/classify`, which also draws the heatmap)."""
     from gradio_client import Client, handle_file
 
     rest = RestClient(url, image)
     client = Client(url, verbose=False, download_files=False)
     ways = [
-        ("HTTP /predict, REST direct (POST /run, inline)", lambda: rest.direct("predict"), bare, "bare predict"),
-        ("HTTP /predict, REST queued (upload, call, SSE)", lambda: rest.queued("predict"), bare, "bare predict"),
-        ("HTTP /predict, REST queued (inline, call, SSE)", lambda: rest.queued("predict", upload=False), bare,
-         "bare predict"),
-        ("HTTP /classify, REST queued (+ heatmap)", lambda: rest.queued("classify"), bare_cam, "bare classify+CAM"),
-        ("HTTP /predict, gradio_client", lambda: client.predict(handle_file(str(image)), api_name="/predict"),
-         bare, "bare predict"),
+        ("/predict, REST direct (POST /run, inline)", lambda: rest.direct("predict"), bare_predict),
+        ("/predict, REST queued (upload, call, SSE)", lambda: rest.queued("predict"), bare_predict),
+        ("/predict, REST queued (inline, call, SSE)", lambda: rest.queued("predict", upload=False), bare_predict),
+        ("/classify, REST queued (upload, call, SSE)", lambda: rest.queued("classify"), bare_classify),
+        ("/predict, gradio_client", lambda: client.predict(handle_file(str(image)), api_name="/predict"),
+         bare_predict),
     ]
-    for name, call, base, what in ways:
-        seconds = p50(call, requests)
-        print(f"{name:50s} p50 {seconds * 1000:7.1f} ms = {seconds / base:.2f}x {what}")
+    for name, call, bare in ways:
+        base, served = paired_p50(bare, call, requests)
+        print(f"HTTP {name:44s} p50 {served * 1000:6.1f} ms vs bare {base * 1000:5.1f} ms = {served / base:.2f}x")
     rest.close()
 
 
@@ -180,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=None, help="bundle (default: settings.model_dir if present, else --small)")
     p.add_argument("--small", action="store_true", help="an untrained DenseNet121 at --input-size")
     p.add_argument("--input-size", type=int, default=64)
-    p.add_argument("--requests", type=int, default=40, help="sequential requests per latency figure")
+    p.add_argument("--requests", type=int, default=60, help="sequential requests per latency figure")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--per-client", type=int, default=20)
     p.add_argument("--image", type=Path, default=IMAGE)
@@ -195,11 +209,15 @@ def main(argv: list[str] | None = None) -> None:
     clf = load_classifier(model)
     engine = demo.Engine(model)
     engine.load()
-    bare = p50(lambda: clf.predict([args.image]), args.requests)
-    bare_cam = p50(lambda: engine.classify([str(args.image)], 5, 0.5), args.requests)
+    def bare_predict() -> None:
+        clf.predict([args.image])
+
+    def bare_classify() -> None:
+        engine.classify([str(args.image)], 5, 0.5)
+
     print(f"model {model} (input {clf.input_size}px, runtime {clf.runtime}), image {args.image.name}")
-    print(f"bare Classifier.predict([path])                   p50 {bare * 1000:7.1f} ms")
-    print(f"bare Engine.classify([path]) (+ Grad-CAM overlay) p50 {bare_cam * 1000:7.1f} ms")
+    print("bare calls: Classifier.predict([path]) for /predict, Engine.classify([path]) (+ Grad-CAM overlay) for "
+          "/classify, in this process")
     # What batching can give at most: the network's own gain from one pass over 8 images instead of 8 passes.
     batch, _ = clf.preprocess([args.image] * args.clients)
     one = p50(lambda: clf.forward(batch[:1]), args.requests)
@@ -211,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     for mode, batch in (("batched", get_settings().demo_max_batch_size), ("unbatched", 1)):
         with Server(model, batch) as server:
             if mode == "batched":
-                latencies(server.url, args.image, args.requests, bare, bare_cam)
+                latencies(server.url, args.image, args.requests, bare_predict, bare_classify)
             for api in ("predict", "classify"):
                 results[mode, api] = throughput(server.url, api, args.clients, args.per_client, args.image)
                 print(f"{args.clients} concurrent clients, /{api:8s} {mode:9s} (max_batch_size {batch}) "
