@@ -92,13 +92,14 @@ class GradCAM:
 
     def __init__(self, model, *, input_size: int | None = None, model_version: str = "", runtime: str = "tf",
                  cache_dir=None):
+        from model.bundle import weights_hash
         from model.runtimes import make_forward
 
         self.model = cam_model(model)
         self.weights = class_weights(model)
         size = int(input_size or model.inputs[0].shape[1])
-        self._forward, self.runtime = make_forward(self.model, size, model_version, runtime, cache_dir,
-                                                   variant="cam")
+        version = model_version or weights_hash(model)  # names the cached conversion: never shared across weights
+        self._forward, self.runtime = make_forward(self.model, size, version, runtime, cache_dir, variant="cam")
 
     @classmethod
     def for_classifier(cls, classifier) -> GradCAM:
