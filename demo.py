@@ -26,7 +26,7 @@ import gradio as gr
 import numpy as np
 
 from model.bundle import BundleConfig, read_card
-from model.images import ImageError, load_image
+from model.images import ImageError, load_thumbnail
 from settings import ROOT, get_settings
 
 EXAMPLES_DIR = ROOT / "examples"
@@ -78,7 +78,6 @@ class Engine:
                 from model.predict import load_classifier
 
                 clf = load_classifier(self.model_dir)
-                clf.max_pixels = get_settings().max_image_pixels
                 cam = GradCAM.for_classifier(clf)  # the page's only forward pass: probabilities and heatmap
                 size = clf.input_size
                 for n in (1, 2):  # the first calls allocate (ONNX) or trace (TF): pay that before any user does
@@ -121,18 +120,9 @@ def _overlay(source: str | bytes, heat: np.ndarray, max_pixels: int) -> np.ndarr
     from model.gradcam import overlay
 
     try:
-        return overlay(display_image(source, OVERLAY_SIDE, max_pixels), heat)
+        return overlay(load_thumbnail(source, OVERLAY_SIDE, max_pixels), heat)
     except ImageError:
         return None
-
-
-def display_image(source: str | bytes, max_side: int, max_pixels: int) -> np.ndarray:
-    """The photo as RGB uint8, aspect kept, longest side at most max_side (through the core's decoder)."""
-    from PIL import Image
-
-    img = Image.fromarray(load_image(source, None, max_pixels))
-    img.thumbnail((max_side, max_side), Image.BILINEAR)
-    return np.asarray(img)
 
 
 def verdict(top: list[tuple[str, float]], uncertain_below: float, explained: bool = True) -> str:
@@ -393,10 +383,9 @@ def _thumb_html(path: str, side: int = 56) -> str:
     from PIL import Image
 
     try:
-        img = Image.fromarray(load_image(path, None, get_settings().max_image_pixels))
+        img = Image.fromarray(load_thumbnail(path, side, get_settings().max_image_pixels))
     except ImageError:
         return ""
-    img.thumbnail((side, side))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=80)
     return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'

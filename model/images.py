@@ -7,10 +7,11 @@ Normalisation is not done here: it is a layer inside the model (see `model.netwo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,11 +119,32 @@ def load_image(
         img = Image.fromarray(arr[..., :3] if arr.shape[-1] == 4 else arr, "RGB")
     else:
         img = _open(source, max_pixels, size)
-    try:
+    with _decode_errors():
         img = to_rgb(img)
         if size is not None and img.size != (size, size):
             img = img.resize((size, size), Image.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
+
+
+def load_thumbnail(source: str | os.PathLike | bytes, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+                   ) -> np.ndarray:
+    """Decode one image for display: RGB uint8, aspect kept, longest side at most `max_side`.
+
+    Same checks and errors as `load_image`; a big JPEG is decoded at reduced scale, so showing a 12 MP
+    phone photo costs what classifying it does, not a full-size decode.
+    """
+    img = _open(source, max_pixels, max_side)
+    with _decode_errors():
+        img = to_rgb(img)
+        img.thumbnail((max_side, max_side), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def _decode_errors() -> Iterator[None]:
+    """Pillow's decoding failures as ImageError with a reason a person can act on."""
+    try:
+        yield
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:

@@ -29,21 +29,9 @@ from pathlib import Path
 
 from settings import ROOT, get_settings
 from tests.demo_server import free_port
+from worker.bench import fresh_bundle
 
 IMAGE = next(iter(sorted((ROOT / "examples" / "apple").glob("*.jpg"))), None)
-
-
-def small_bundle(input_size: int, classes: int) -> Path:
-    import keras
-
-    from model.bundle import BundleConfig, save_bundle
-    from model.network import build_model
-
-    keras.utils.set_random_seed(0)
-    path = Path(tempfile.mkdtemp(prefix="bench-demo-")) / "bundle"
-    labels = [f"class_{i:02d}" for i in range(classes)]
-    save_bundle(build_model(classes, input_size, weights=None), path, BundleConfig(labels, input_size))
-    return path
 
 
 def p50(fn, n: int, warmup: int = 3) -> float:
@@ -205,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model = Path(args.model or get_settings().model_dir)
     if args.small or not (model / "config.json").is_file():
-        model = small_bundle(args.input_size, 21)
+        model = fresh_bundle(Path(tempfile.mkdtemp(prefix="bench-demo-")) / "bundle", args.input_size, classes=21)
     clf = load_classifier(model)
     engine = demo.Engine(model)
     engine.load()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.images import ImageError, load_image, load_images
+from model.images import ImageError, load_image, load_images, load_thumbnail
 from tests.imagegen import random_rgb, write_bad_images
 
 
@@ -92,3 +92,21 @@ def test_load_images_keeps_order_and_reports_errors_in_place(tmp_path):
     out = load_images([good, bad["empty"], good, bad["truncated"]], size=16)
     assert [type(o).__name__ for o in out] == ["ndarray", "ImageError", "ndarray", "ImageError"]
     np.testing.assert_array_equal(out[0], out[2])
+
+
+def test_thumbnail_keeps_the_aspect_and_reports_bad_files_like_load_image(tmp_path):
+    photo = tmp_path / "wide.jpg"
+    yy, xx = np.mgrid[0:600, 0:1200]
+    smooth = np.stack([xx * 255 // 1199, yy * 255 // 599, (xx + yy) * 255 // 1798], axis=-1).astype(np.uint8)
+    Image.fromarray(smooth).save(photo, quality=90)
+    thumb = load_thumbnail(photo, 100)
+    assert thumb.shape == (50, 100, 3) and thumb.dtype == np.uint8
+    # Decoded at reduced scale, yet the same picture as a full decode shrunk the same way.
+    full = Image.fromarray(load_image(photo))
+    full.thumbnail((100, 100), Image.BILINEAR)
+    assert np.abs(thumb.astype(int) - np.asarray(full, dtype=int)).mean() < 3
+    words = {"empty": "empty file", "not_an_image": "not an image", "truncated": "truncated", "corrupt": "corrupt",
+             "too_large": "too large"}
+    for kind, path in write_bad_images(tmp_path / "bad").items():
+        with pytest.raises(ImageError, match=words[kind]):
+            load_thumbnail(path, 100)

@@ -18,13 +18,16 @@ against a 50 MB budget. --images 0 runs the scale check alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -93,16 +96,16 @@ def bench_naive(clf, paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def bench_pipeline_inline(clf, folder: Path, db_url: str, batch_size: int, chunk_size: int) -> float:
-    """The worker's code path in this process, without a broker: scan, hash, chunks, classify, store."""
+def inline_job(clf, folder: Path, db_url: str):
+    """What `submit_folder` records, done in this process for a run without a broker: scan, hash, job row.
+    Returns (session factory, job id, [path, sha256] items)."""
     from db import crud
     from db.migrate import ensure_schema
     from db.session import session_factory
-    from worker.pipeline import chunked, hash_files, process_chunk, scan_folder
+    from worker.pipeline import hash_files, scan_folder
 
     ensure_schema(db_url)
     sessions = session_factory(db_url)
-    start = time.perf_counter()
     paths = [str(p) for p in scan_folder(folder).images]
     items = [[p, h] for p, h in zip(paths, hash_files(paths), strict=True)]
     job_id = uuid.uuid4().hex[:16]
@@ -110,16 +113,24 @@ def bench_pipeline_inline(clf, folder: Path, db_url: str, batch_size: int, chunk
         crud.upsert_model(session=session, version=clf.model_version, labels=clf.labels, input_size=clf.input_size)
         crud.create_job(session=session, job_id=job_id, folder=str(folder), recursive=False, model_dir="",
                         model_version=clf.model_version, total=len(items))
+    return sessions, job_id, items
+
+
+def bench_pipeline_inline(clf, folder: Path, db_url: str, batch_size: int, chunk_size: int) -> float:
+    """The worker's code path in this process, without a broker: scan, hash, chunks, classify, store."""
+    from worker.pipeline import chunked, process_chunk
+
+    start = time.perf_counter()
+    sessions, job_id, items = inline_job(clf, folder, db_url)
     for chunk in chunked(items, chunk_size):
         process_chunk(sessions=sessions, classifier=clf, job_id=job_id, items=chunk, batch_size=batch_size)
     return len(items) / (time.perf_counter() - start)
 
 
-def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str, chunk_size: int,
-                          log_path: Path, runtime: str | None = None) -> float:
-    """Submit the folder to a real worker process (already warmed up on other images) and time it to the end."""
+@contextlib.contextmanager
+def bench_worker(bundle: Path, db_url: str, log_path: Path, runtime: str | None) -> Iterator[tuple[Any, str]]:
+    """A real Celery worker process for the duration of the block: (process, its queue name)."""
     from worker.dev import worker_command
-    from worker.submit import job_progress, submit_folder
 
     queue = f"bench-{uuid.uuid4().hex[:8]}"  # never mixes with a running fleet's queue
     env = {**os.environ, "DATABASE_URL": db_url, "MODEL_DIR": str(bundle)}
@@ -130,6 +141,18 @@ def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str,
                                                     "--without-mingle"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        yield proc, queue
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str, chunk_size: int,
+                          log_path: Path, runtime: str | None = None) -> float:
+    """Submit the folder to a real worker process (already warmed up on other images) and time it to the end."""
+    from worker.submit import job_progress, submit_folder
+
+    with bench_worker(bundle, db_url, log_path, runtime) as (proc, queue):
         def run(path: Path) -> float:
             start = time.perf_counter()
             job_id = submit_folder(path, model_dir=bundle, database_url=db_url, queue=queue, chunk_size=chunk_size)
@@ -146,9 +169,6 @@ def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str,
         if kids:
             print(f"  [worker process RSS {rss_mb(kids[0]):.0f} MB]", flush=True)
         return rate
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def rss_mb(pid: int) -> float:
@@ -185,18 +205,9 @@ def bench_scale(n: int, input_size: int, tmp: Path, chunk_size: int, runtime: st
     samples: dict[str, float] = {}
     start = time.perf_counter()
     if mode == "celery":
-        from worker.dev import worker_command
         from worker.submit import job_progress, submit_folder
 
-        queue = f"bench-scale-{uuid.uuid4().hex[:8]}"
-        env = {**os.environ, "DATABASE_URL": db_url, "MODEL_DIR": str(bundle)}
-        if runtime:
-            env["RUNTIME"] = runtime
-        with open(tmp / "scale-worker.log", "wb") as log:
-            proc = subprocess.Popen(worker_command() + ["-Q", queue, "-n", f"{queue}@%h", "--without-gossip",
-                                                        "--without-mingle"],
-                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
+        with bench_worker(bundle, db_url, tmp / "scale-worker.log", runtime) as (proc, queue):
             job_id = submit_folder(tmp / "scale", model_dir=bundle, database_url=db_url, queue=queue,
                                    chunk_size=chunk_size)
             submitted = time.perf_counter()
@@ -211,27 +222,12 @@ def bench_scale(n: int, input_size: int, tmp: Path, chunk_size: int, runtime: st
             samples["last"], samples["last_at"] = rss_mb(kids[0]), p["done"]
             parent = rss_mb(proc.pid)
             assert p["errors"] == 0, p
-        finally:
-            proc.terminate()
-            proc.wait(60)
         who = f"worker child process (parent {parent:.0f} MB)"
     else:
-        from db import crud
-        from db.migrate import ensure_schema
-        from db.session import session_factory
-        from worker.pipeline import chunked, hash_files, process_chunk, scan_folder
+        from worker.pipeline import chunked, process_chunk
 
         clf = load_classifier(bundle, runtime=runtime)
-        ensure_schema(db_url)
-        sessions = session_factory(db_url)
-        paths = [str(p) for p in scan_folder(tmp / "scale").images]
-        items = [[p, h] for p, h in zip(paths, hash_files(paths), strict=True)]
-        job_id = uuid.uuid4().hex[:16]
-        with sessions() as session, session.begin():
-            crud.upsert_model(session=session, version=clf.model_version, labels=clf.labels,
-                              input_size=clf.input_size)
-            crud.create_job(session=session, job_id=job_id, folder=str(tmp / "scale"), recursive=False,
-                            model_dir="", model_version=clf.model_version, total=len(items))
+        sessions, job_id, items = inline_job(clf, tmp / "scale", db_url)
         submitted, done = time.perf_counter(), 0
         for chunk in chunked(items, chunk_size):
             done += process_chunk(sessions=sessions, classifier=clf, job_id=job_id, items=chunk,

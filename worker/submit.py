@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from db import crud
-from db.models import Job
-from db.reports import job_dict
+from db.reports import find_job, job_dict
 from worker.pipeline import chunked, hash_files, scan_folder
 
 REDIS_HINT = (
@@ -164,10 +163,7 @@ def job_progress(job_id: str, *, database_url: str | None = None) -> dict[str, A
     """The job's status and counters (see `job_dict`); raises LookupError for an unknown id."""
     sessions = _sessions(database_url)
     with sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise LookupError(f"no job with id {job_id!r}")
-        return job_dict(job)
+        return job_dict(find_job(session, job_id))
 
 
 def workers_online(timeout: float = 1.0) -> int:

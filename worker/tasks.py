@@ -54,12 +54,10 @@ class ClassifierTask(Task):
             loaded = ClassifierTask._loaded
             if loaded is None or loaded[0] != os.getpid() or loaded[1] != model_dir:
                 from model.predict import load_classifier
-                from settings import get_settings
 
                 enable_gpu_memory_growth()
                 log.info("loading classifier from %s (pid %d)", model_dir, os.getpid())
                 clf = load_classifier(model_dir)
-                clf.max_pixels = get_settings().max_image_pixels
                 ClassifierTask._loaded = loaded = (os.getpid(), model_dir, clf)
             return loaded[2]
 
