@@ -87,9 +87,7 @@ def build_model(
     pretrained = weights is not None if base_inference_mode is None else base_inference_mode
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = preprocessing_layer()(inputs)
-    base = _base(input_size, "imagenet" if weights == "imagenet" else None)
-    if weights not in (None, "imagenet"):
-        base.load_weights(weights, skip_mismatch=False)
+    base = _weighted_base(input_size, weights)
     features = base(x, training=False) if pretrained else base(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
@@ -97,6 +95,28 @@ def build_model(
     # Softmax in float32 even under mixed precision, so probabilities sum to 1 exactly enough.
     probs = keras.layers.Activation("softmax", dtype="float32", name="probs")(logits)
     return keras.Model(inputs, probs, name="densenet121_classifier")
+
+
+def _weighted_base(input_size: int, weights: str | None):
+    """The DenseNet121 base (no top) with resolved weights: ImageNet, none, or a local weights file."""
+    base = _base(input_size, "imagenet" if weights == "imagenet" else None)
+    if weights not in (None, "imagenet"):
+        base.load_weights(weights, skip_mismatch=False)
+    return base
+
+
+def build_feature_extractor(input_size: int = 224, weights: str | None = None):
+    """DenseNet121 without a head: raw pixels -> the globally pooled 1024-d feature.
+
+    The student in distillation (trained from scratch) and the frozen backbone of a linear probe.
+    """
+    import keras
+
+    weights = resolve_weights(weights)
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = _weighted_base(input_size, weights)(preprocessing_layer()(inputs))
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, features, name="densenet121_features")
 
 
 def build_imagenet_model(input_size: int = 224):

@@ -20,7 +20,8 @@ def _pyplot():
 def read_history(csv_path: str | Path) -> dict[str, list[float]]:
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(r[key]) for r in rows if r.get(key) not in (None, "")] for key in (rows[0] if rows else {})}
+    missing = (None, "", "NA")  # CSVLogger writes NA for a metric an epoch did not have
+    return {key: [float(r[key]) for r in rows if r.get(key) not in missing] for key in (rows[0] if rows else {})}
 
 
 def plot_curve(history: dict[str, list[float]], metric: str, out: str | Path, title: str) -> None:
@@ -29,7 +30,7 @@ def plot_curve(history: dict[str, list[float]], metric: str, out: str | Path, ti
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     epochs = np.arange(1, len(history.get(metric, [])) + 1)
     ax.plot(epochs, history.get(metric, []), "o-", label=f"train {metric}")
-    if f"val_{metric}" in history:
+    if history.get(f"val_{metric}"):
         ax.plot(epochs, history[f"val_{metric}"], "s-", label=f"val {metric}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)

@@ -1,0 +1,176 @@
+"""Distillation: a tiny teacher made here, a tiny DenseNet121 student, one epoch on generated images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.test_train import CLASSES, make_dataset
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory):
+    """The same small Keras feature extractor as .keras and converted to .tflite."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(12, 3, strides=2, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    folder = tmp_path_factory.mktemp("teachers")
+    model.save(folder / "tiny.keras")
+    (folder / "tiny.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return folder / "tiny.keras", folder / "tiny.tflite"
+
+
+def test_converted_teacher_equals_original(teacher_files):
+    from train.teachers import load_teacher
+
+    original, converted = (load_teacher(p) for p in teacher_files)
+    x = np.random.default_rng(0).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    a, b = original.features(x), converted.features(x)
+    assert a.shape == b.shape == (6, 12) and a.std() > 0
+    np.testing.assert_allclose(b, a, atol=1e-4)  # float32 conversion: rounding-level differences only
+    np.testing.assert_array_equal(converted.features(x[2:3])[0], b[2])  # batched == one at a time
+    assert len(converted.sha256) == 64 and converted.card()["feature_dim"] == 12
+    with pytest.raises(ValueError, match="uint8 images of 32x32x3"):
+        converted.features(x.astype(np.float32))
+
+
+def test_unknown_teacher_format_is_refused(tmp_path):
+    from train.teachers import load_teacher
+
+    (tmp_path / "t.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"unsupported teacher t\.pt"):
+        load_teacher(tmp_path / "t.pt")
+    with pytest.raises(FileNotFoundError):
+        load_teacher(tmp_path / "missing.tflite")
+
+
+def test_views_are_the_same_crop_at_both_sizes():
+    from train.views import ViewPolicy, render, sample_specs
+
+    source = np.zeros((64, 64, 3), np.uint8)
+    source[:, 32:] = 255  # left half black, right half white
+    specs = sample_specs(3, 4, ViewPolicy(jitter=0.0), np.random.default_rng(0))
+    assert specs.shape == (12, 8)
+    np.testing.assert_array_equal(specs[[0, 4, 8], :4], [[0, 0, 1, 1]] * 3)  # view 0 = the whole image
+    for spec in specs:
+        big, small = render(source, spec, 48), render(source, spec, 12)
+        # The white fraction of the view is the same whatever the size it is rendered at.
+        assert abs(big.mean() - small.mean()) < 255 * 0.1
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, teacher_files):
+    from train.distill import main
+
+    root = tmp_path_factory.mktemp("distill")
+    data = make_dataset(root / "data")
+    common = ["--teacher", str(teacher_files[1]), "--teacher", str(teacher_files[0]), "--data", str(data / "train"),
+              "--input-size", str(SIZE), "--views", "2", "--batch-size", "6", "--out", str(root / "run"),
+              "--run-eagerly"]
+    main(common + ["--epochs", "1"])
+    cache_mtime = (root / "run" / "views.npz").stat().st_mtime_ns
+    first_history = (root / "run" / "history.csv").read_text()
+    main(common + ["--epochs", "2", "--resume"])
+    return root / "run", data, cache_mtime, first_history
+
+
+def test_distill_writes_every_output(distilled, teacher_files):
+    run, _, _, _ = distilled
+    for name in ("densenet121_distilled.weights.h5", "history.csv", "loss.png", "card.json", "views.npz"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = json.loads((run / "card.json").read_text())
+    from train.teachers import sha256_of
+
+    assert [t["file"] for t in card["teachers"]] == ["tiny.tflite", "tiny.keras"]
+    assert card["teachers"][0]["sha256"] == sha256_of(teacher_files[1])
+    assert card["images"] == 6 * len(CLASSES) and card["views"] == 12 * len(CLASSES)
+    assert card["cost"]["teacher_views_per_s"] > 0 and card["cost"]["student_train_img_per_s"] > 0
+    views = np.load(run / "views.npz")
+    assert views["student"].shape == (36, SIZE, SIZE, 3) and views["targets"].shape == (36, 24)
+
+
+def test_resume_continues_without_running_the_teachers_again(distilled):
+    run, _, cache_mtime, first_history = distilled
+    rows = (run / "history.csv").read_text().splitlines()
+    assert len(first_history.splitlines()) == 2 and len(rows) == 3  # header + epoch 1, then + epoch 2
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    assert (run / "views.npz").stat().st_mtime_ns == cache_mtime
+    assert json.loads((run / "card.json").read_text())["epochs_done"] == 2
+
+
+def test_distilled_weights_start_the_two_phase_training(distilled, tmp_path):
+    import keras
+
+    from model.network import build_feature_extractor
+    from train.train import main
+
+    run, data, _, _ = distilled
+    weights = run / "densenet121_distilled.weights.h5"
+    out = tmp_path / "fine-tuned"
+    main(["--data", str(data), "--weights", str(weights), "--input-size", str(SIZE), "--epochs", "2",
+          "--head-epochs", "1", "--batch-size", "8", "--out", str(out), "--run-eagerly"])
+    card = json.loads((out / "bundle/card.json").read_text())
+    assert card["weights"] == weights.name and len((out / "history.csv").read_text().splitlines()) == 3
+    # conv1 sits below the fine-tuned blocks: after both phases it still holds exactly the distilled kernel.
+    distilled_base = build_feature_extractor(SIZE, weights=str(weights)).get_layer("densenet121")
+    shipped = keras.saving.load_model(out / "bundle/model.keras", compile=False).get_layer("densenet121")
+    expected = distilled_base.get_layer("conv1_conv").get_weights()[0]
+    np.testing.assert_array_equal(shipped.get_layer("conv1_conv").get_weights()[0], expected)
+    fresh = build_feature_extractor(SIZE, weights=None).get_layer("densenet121")
+    assert not np.allclose(fresh.get_layer("conv1_conv").get_weights()[0], expected)
+
+
+def test_a_val_split_is_refused_as_distillation_data(tmp_path, teacher_files):
+    from train.distill import main
+
+    data = make_dataset(tmp_path / "data")
+    with pytest.raises(ValueError, match="val/test split"):
+        main(["--teacher", str(teacher_files[0]), "--data", str(data / "val"), "--out", str(tmp_path / "r")])
+
+
+def test_softmax_probe_separates_separable_features():
+    from train.probe import fit_softmax
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (4, 16))
+    y = rng.integers(0, 4, 400)
+    x = centres[y] + rng.normal(0, 1, (400, 16))
+    predict = fit_softmax(x[:300], y[:300], 4, l2=1e-3, steps=300, lr=0.05)
+    assert (predict(x[300:]).argmax(1) == y[300:]).mean() > 0.95
+    shuffled = fit_softmax(x[:300], rng.permutation(y[:300]), 4, l2=1e-3, steps=300, lr=0.05)
+    assert (shuffled(x[300:]).argmax(1) == y[300:]).mean() < 0.6  # nothing to learn from shuffled labels
+
+
+def test_probe_cli_prints_scores_per_source(distilled, capsys):
+    from train.probe import main
+
+    run, data, _, _ = distilled
+    # make_dataset names val files src0__* / src1__*: two source groups besides the overall score
+    scores = main(["--weights", str(run / "densenet121_distilled.weights.h5"), "--input-size", str(SIZE),
+                   "--data", str(data), "--steps", "100"])
+    out = capsys.readouterr().out
+    assert set(scores) == {"probe_top1", "probe_top1[src0]", "probe_top1[src1]"}
+    assert f"probe_top1={scores['probe_top1']:.4f}" in out
+    # 9 val images: the overall score is the mean of the groups weighted by their sizes (6 and 3)
+    assert scores["probe_top1"] == pytest.approx((6 * scores["probe_top1[src0]"] + 3 * scores["probe_top1[src1]"]) / 9)
+
+
+def test_probe_of_a_teacher(teacher_files, tmp_path):
+    from train.probe import main
+
+    data = make_dataset(tmp_path / "data")
+    for split in ("train", "val"):  # an unreadable file is skipped, not fatal
+        (data / split / "red" / "broken.jpg").write_bytes(b"not a jpeg")
+    scores = main(["--teacher", str(teacher_files[1]), "--data", str(data), "--steps", "200"])
+    # The classes are three distinct colours: mean-pooled conv features of them are linearly separable.
+    assert scores["probe_top1"] == 1.0

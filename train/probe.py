@@ -1,0 +1,109 @@
+"""
+Title: Linear probe of a backbone's frozen features
+Description: how much a (distilled) DenseNet121 already knows, judged in minutes, before any fine-tuning.
+
+    python -m train.probe --weights runs/distill/densenet121_distilled.weights.h5 --input-size 64 \\
+        --data ../shared/datasets/fruits
+    python -m train.probe --teacher ../shared/teachers/mobilenet_v2_1.0_224_quant.tflite --data ...  # the ceiling
+
+Fits a multinomial logistic regression on the pooled features of DIR/train (one centre view, the whole image)
+and prints `probe_top1=<f>` on DIR/val, then the same for each source group of the val files (file names
+`<source>__...`, e.g. `probe_top1[grocery]=<f>` for the real store photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+"""## Parameters"""
+
+DEFAULTS = dict(input_size=64, l2=1e-3, steps=500, lr=0.05, batch_size=64, seed=1337)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0].strip())
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="DenseNet121 backbone weights (e.g. from python -m train.distill)")
+    source.add_argument("--teacher", help="a teacher file instead (.tflite/.onnx/.keras): the probe's ceiling")
+    p.add_argument("--data", required=True, help="DIR/train/<class>/* and DIR/val/<class>/*")
+    for key, value in DEFAULTS.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    return p.parse_args(argv)
+
+
+def extract(split, embed, size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Pooled features of every readable image of a split (decoded as the classifier decodes)."""
+    from train.data import decode_split
+
+    x, y, paths = decode_split(split, size)
+    feats = [embed(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), y, paths
+
+
+def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: int, lr: float):
+    """Full-batch multinomial logistic regression (Adam, L2) on standardized features; returns predict(x)."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / std
+    w, b = np.zeros((z.shape[1], n_classes)), np.zeros(n_classes)
+    onehot = np.eye(n_classes)[y]
+    m = [np.zeros_like(w), np.zeros_like(b)]
+    v = [np.zeros_like(w), np.zeros_like(b)]
+    for t in range(1, steps + 1):
+        logits = z @ w + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grads = [z.T @ (p - onehot) / len(z) + l2 * w, (p - onehot).mean(0)]
+        for i, (param, g) in enumerate(zip((w, b), grads, strict=True)):
+            m[i] = 0.9 * m[i] + 0.1 * g
+            v[i] = 0.999 * v[i] + 0.001 * g * g
+            param -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+    return lambda x_new: ((x_new - mean) / std) @ w + b
+
+
+def embedder(args: argparse.Namespace):
+    """(embed function, input size) for a DenseNet121 backbone or a teacher."""
+    if args.teacher:
+        from train.teachers import load_teacher
+
+        teacher = load_teacher(args.teacher)
+        return teacher.features, teacher.input_size
+    import keras
+
+    from model.network import build_feature_extractor
+
+    model = build_feature_extractor(args.input_size, weights=args.weights)
+    return (lambda x: keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))), args.input_size
+
+
+def probe(args: argparse.Namespace) -> dict[str, float]:
+    from train.data import scan_dataset
+
+    classes, train_split, val_split = scan_dataset(args.data, seed=args.seed)
+    embed, size = embedder(args)
+    x_train, y_train, _ = extract(train_split, embed, size, args.batch_size)
+    x_val, y_val, val_paths = extract(val_split, embed, size, args.batch_size)
+    predict = fit_softmax(x_train, y_train, len(classes), args.l2, args.steps, args.lr)
+    right = predict(x_val).argmax(1) == y_val
+    scores = {"probe_top1": float(right.mean())}
+    sources = np.array([p.name.split("__")[0] if "__" in p.name else "" for p in val_paths])
+    for source in sorted(set(sources) - {""}):
+        scores[f"probe_top1[{source}]"] = float(right[sources == source].mean())
+    train_acc = float((predict(x_train).argmax(1) == y_train).mean())
+    print(f"train top1 {train_acc:.4f} on {len(y_train)} images; val n={len(y_val)}; "
+          + ", ".join(f"{s} n={int((sources == s).sum())}" for s in sorted(set(sources) - {""})))
+    for key, value in scores.items():
+        print(f"{key}={value:.4f}")
+    return scores
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    return probe(parse_args(argv))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()
