@@ -11,6 +11,9 @@ RUN pip install -r requirements.txt \
  && if [ -n "$TF_PACKAGE" ]; then pip uninstall -y tensorflow-cpu && pip install "$TF_PACKAGE"; fi
 
 COPY . .
+# Editable, so that the code, the shipped model and data/ stay in /app where every service runs, and the `celery`
+# console script imports the project from any directory.
+RUN pip install --no-deps -e .
 # Convert the shipped model to ONNX once, at build time (the classifier, and its Grad-CAM twin for the demo):
 # every container then finds the cached conversions.
 RUN python -c "from model import load_classifier; from model.gradcam import GradCAM; \

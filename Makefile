@@ -6,10 +6,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: venv demo test lint services train-fruits ship-fruits evaluate-fruits clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# The project itself is installed editable (--no-deps: requirements pin them), so that every entry point, the
+# `celery` console script included, imports it from any working directory.
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed

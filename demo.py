@@ -360,6 +360,15 @@ def progress_markdown(job_id: str) -> tuple[str, Any]:
     return text, gr.Timer(active=not p["finished"])
 
 
+def fleet_markdown() -> str:
+    """`python -m worker.status`'s line: workers online, queue length, running jobs with progress and rate."""
+    try:
+        from worker.status import fleet_line
+    except ImportError:  # a Space may run without Celery/Redis installed at all
+        return NO_BROKER
+    return f"**Fleet:** {fleet_line()}"
+
+
 def pick_job(evt: gr.SelectData) -> str:
     return str((evt.row_value or [""])[0])
 
@@ -443,10 +452,15 @@ def batch_tab(model_dir: Path) -> None:
         job_id = gr.Textbox(label="Job id", max_lines=1, scale=3)
         show = gr.Button("Show results", scale=1)
     progress = gr.Markdown()
+    with gr.Row():
+        fleet = gr.Markdown()
+        fleet_button = gr.Button("Fleet status", size="sm", scale=0)
     timer = gr.Timer(2.0, active=False)
     submit.click(submit_job, [folder, recursive, gr.State(str(model_dir))], [status, job_id, timer],
                  api_name="submit_job")
     timer.tick(progress_markdown, job_id, [progress, timer], api_visibility="private")
+    timer.tick(fleet_markdown, None, fleet, api_visibility="private")
+    fleet_button.click(fleet_markdown, None, fleet, api_name="fleet_status")
     with gr.Accordion("Recent jobs (click a row to pick it)", open=False):
         refresh = gr.Button("Refresh", size="sm")
         jobs = gr.Dataframe(headers=["job", "status", "done", "total", "created (UTC)", "folder"], interactive=False)

@@ -7,13 +7,15 @@ no external service (SQLite next to the repo, Redis on localhost).
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parent
-SHIPPED_MODEL_DIR = ROOT / "model" / "fruits-densenet121"
+ROOT = Path(__file__).resolve().parent  # the checkout (the package is installed editable: data/ lives here)
+# Package data of `model`, found without importing it (an installed copy need not sit next to this file).
+SHIPPED_MODEL_DIR = Path(importlib.util.find_spec("model").submodule_search_locations[0]) / "fruits-densenet121"
 
 
 class Settings(BaseSettings):
@@ -33,6 +35,7 @@ class Settings(BaseSettings):
     database_url: str = f"sqlite:///{ROOT / 'data' / 'results.db'}"
     chunk_size: int = 64  # images per Celery task; small enough to finish well inside the visibility timeout
     visibility_timeout_s: int = 3600
+    stall_warning_s: int = 60  # `submit --wait` explains a job that made no progress for this long
 
     # Demo
     demo_host: str = "127.0.0.1"

@@ -11,11 +11,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.models import Job, JobStatus, ModelRecord, Prediction, utcnow
+from db.models import Job, JobFile, JobStatus, ModelRecord, Prediction, utcnow
 
 # SQLite's default limit is 32766 host parameters per statement; PostgreSQL's is 65535. 12 columns a row.
 _ROWS_PER_INSERT = 1000
@@ -52,6 +52,27 @@ def insert_predictions(*, session: Session, rows: Iterable[dict[str, Any]]) -> N
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         stmt = _insert(session, Prediction).values(rows[start:start + _ROWS_PER_INSERT])
         session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "path", "model_version"]))
+
+
+def record_files(*, session: Session, job_id: str, items: Iterable[Sequence[str | None]]) -> None:
+    """Record the job's images ([path, sha256] pairs) once; recording them again changes nothing."""
+    rows = [{"job_id": job_id, "path": str(p), "content_hash": h} for p, h in items]
+    # 3 columns a row: far below either database's parameter limit at this size.
+    for start in range(0, len(rows), _ROWS_PER_INSERT * 4):
+        stmt = _insert(session, JobFile).values(rows[start:start + _ROWS_PER_INSERT * 4])
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "path"]))
+
+
+def files_without_row(*, session: Session, job_id: str) -> list[list[str | None]]:
+    """[path, sha256] of the job's images that have no result row yet, in path order."""
+    has_row = exists().where(Prediction.job_id == JobFile.job_id, Prediction.path == JobFile.path)
+    stmt = (select(JobFile.path, JobFile.content_hash).where(JobFile.job_id == job_id, ~has_row)
+            .order_by(JobFile.path))
+    return [[p, h] for p, h in session.execute(stmt)]
+
+
+def count_files(*, session: Session, job_id: str) -> int:
+    return int(session.scalar(select(func.count()).where(JobFile.job_id == job_id)) or 0)
 
 
 def reusable_results(*, session: Session, model_version: str, hashes: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -96,7 +117,8 @@ def refresh_job(*, session: Session, job_id: str, chunks: int | None = None) -> 
         values["chunks"] = chunks
     if job.status not in JobStatus.FINISHED:
         if done >= job.total:
-            values.update(status=JobStatus.DONE, finished_at=now)
+            # A job whose chunk no worker could run ends failed (with the reason), even though every image has a row.
+            values.update(status=JobStatus.FAILED if job.error else JobStatus.DONE, finished_at=now)
             values.setdefault("started_at", job.started_at or now)
         elif done > reused and job.status == JobStatus.QUEUED:
             values.update(status=JobStatus.RUNNING, started_at=now)

@@ -23,7 +23,8 @@ _lock = threading.Lock()
 
 
 def alembic_config() -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
+    ini = ROOT / "alembic.ini"  # absent from a non-editable install; it only configures logging
+    cfg = Config(str(ini) if ini.exists() else None)
     cfg.set_main_option("script_location", str(ROOT / "db" / "migrations"))
     return cfg
 

@@ -1,4 +1,5 @@
-"""Tables: one row per job, one row per (job, image, model version), one row per model version.
+"""Tables: one row per job, one per image of a job (its file list), one per (job, image, model version) result,
+one per model version.
 
 The unique key on predictions (job_id, path, model_version) is what makes result writes idempotent:
 a chunk that a broker redelivers after a worker died inserts nothing twice (see `db.crud`).
@@ -78,6 +79,18 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why the job failed: a chunk no worker could run (its images got error rows carrying the same reason).
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class JobFile(Base):
+    """Every image a job must give a row, recorded at submit: a lost queue is recovered from here (`--resume`)."""
+
+    __tablename__ = "job_files"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class Prediction(Base):

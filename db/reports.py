@@ -44,6 +44,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "chunks": job.chunks,
         "fraction": job.done / job.total if job.total else 1.0,
         "finished": job.status in JobStatus.FINISHED,
+        "error": job.error,  # why a failed job failed
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),

@@ -1,13 +1,17 @@
 """Helpers for the batch-path tests: a real Redis database, SQLite/PostgreSQL URLs, Celery worker processes.
 
-Redis tests use database 14 (`TEST_REDIS_URL`) and a fresh queue name per run, and flush only that database.
-PostgreSQL tests work in a schema of their own (search_path in the URL), dropped afterwards.
+Redis tests use database 14 (`TEST_REDIS_URL`) and a fresh queue name per run, and flush only that database, or a
+private `redis-server` of their own (`PrivateRedis`). PostgreSQL tests work in a schema of their own (search_path
+in the URL), dropped afterwards. Workers are started with the environment's `celery` console script, as the README
+and docker-compose start them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +19,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CELERY = str(Path(sys.executable).with_name("celery"))  # the console script, not `python -m celery`
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 TEST_PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -79,20 +85,33 @@ def database_url_for(kind: str, tmp_path: Path) -> tuple[str, str | None]:
     return url, schema
 
 
-class WorkerProcess:
-    """One `celery worker` (prefork, concurrency 1) as a subprocess in its own process group."""
+def compose_worker_command() -> list[str]:
+    """docker-compose's `worker` command (the README's), with `celery` resolved to this environment's script."""
+    argv = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]["command"]
+    assert argv[0] == "celery", argv
+    return [CELERY, *argv[1:]]
 
-    def __init__(self, name: str, *, queue: str, database_url: str, model_dir: str, log_dir: Path,
-                 app: str = "worker.celery_app", extra_env: dict[str, str] | None = None):
+
+class WorkerProcess:
+    """One `celery worker` as a subprocess in its own process group.
+
+    By default the documented command plus a queue and a node name of the test's own; `argv` replaces it whole.
+    `cwd` is where it starts: Celery puts that folder on sys.path only while it loads the app, so a worker started
+    elsewhere than the repo root imports the project only because it is installed.
+    """
+
+    def __init__(self, name: str, *, database_url: str, model_dir: str, log_dir: Path, queue: str | None = None,
+                 app: str = "worker", extra_env: dict[str, str] | None = None, cwd: Path = ROOT,
+                 redis_url: str = TEST_REDIS_URL, argv: list[str] | None = None):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        env = {**os.environ, "REDIS_URL": TEST_REDIS_URL, "DATABASE_URL": database_url, "MODEL_DIR": model_dir,
+        env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "MODEL_DIR": model_dir,
                "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", **(extra_env or {})}
-        cmd = ["nice", "-n", "10", sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "prefork",
-               "--concurrency", "1", "--loglevel", "INFO", "-Q", queue, "-n", f"{name}@%h",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        cmd = argv or ["nice", "-n", "10", CELERY, "-A", app, "worker", "--pool", "prefork", "--concurrency", "1",
+                       "--loglevel", "INFO", "-Q", queue, "-n", f"{name}@%h",
+                       "--without-gossip", "--without-mingle", "--without-heartbeat"]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def log(self) -> str:
@@ -123,6 +142,59 @@ class WorkerProcess:
             except ProcessLookupError:
                 pass
         self._log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, without persistence (the default of many installs)."""
+
+    def __init__(self, workdir: Path):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (make services installs it)")
+        self.cmd = [binary, "--bind", "127.0.0.1", "--port", str(free_port()), "--save", "", "--appendonly", "no",
+                    "--dir", str(workdir)]
+        self.log_path = workdir / "redis.log"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.cmd[self.cmd.index("--port") + 1])
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, db: int = 0):
+        import redis
+
+        return redis.Redis.from_url(self.url(db))
+
+    def start(self, timeout: float = 20.0) -> None:
+        from worker.submit import broker_available
+
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not broker_available(timeout=0.5, redis_url=self.url()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash, the OOM killer or a power cut does; without persistence the data is gone."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def wait_job(job_id: str, database_url: str, timeout: float = 120.0, workers: list[WorkerProcess] = ()) -> dict:

@@ -1,13 +1,20 @@
-"""docker-compose.yml and Dockerfile, checked statically (no Docker engine needed)."""
+"""docker-compose.yml and Dockerfile, checked statically (no Docker engine needed), and each service's modules
+imported from outside the repo root, as the installed package (the image runs them from /app, a user anywhere)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import json
 import shlex
+import subprocess
+import sys
 
 import yaml
 
 from tests.batchutil import ROOT
+
+PROJECT = ("settings", "model", "db", "worker", "train")
 
 
 def _compose() -> dict:
@@ -28,6 +35,66 @@ def _check_command(argv: list[str]) -> None:
         assert (ROOT / argv[1]).is_file(), f"{argv[1]} does not exist"
     elif argv[0] != "redis-server":
         raise AssertionError(f"unexpected command {argv}")
+
+
+def _project_commands() -> dict[str, list[str]]:
+    commands = {}
+    for name, svc in _compose()["services"].items():
+        if "image" in svc and "build" not in svc:
+            continue  # third-party image
+        argv = svc.get("entrypoint", []) + svc.get("command", [])
+        commands[name] = shlex.split(argv) if isinstance(argv, str) else argv
+    return commands
+
+
+def _modules_of(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(Celery apps, modules) that the command loads: `-A APP`, `-m MODULE`, a script's project imports."""
+    if argv[0] == "celery":
+        return [argv[argv.index("-A") + 1]], []
+    if argv[:2] == ["python", "-m"]:
+        return [], [argv[2]]
+    tree = ast.parse((ROOT / argv[1]).read_text())
+    names = [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
+    names += [n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module]
+    return [], sorted({m for m in names if m.split(".")[0] in PROJECT})
+
+
+def test_compose_commands_import_from_outside_the_repo_root(tmp_path):
+    apps, modules = set(), set()
+    for argv in _project_commands().values():
+        a, m = _modules_of(argv)
+        apps.update(a)
+        modules.update(m)
+    assert apps == {"worker"} and {"db.migrate", "worker.submit", "settings"} <= modules
+    # A fresh interpreter in an empty folder: nothing but the installed package can provide these.
+    code = f"""
+import importlib, json, sys
+from celery import Celery
+from celery.app.utils import find_app
+found = {{a: type(find_app(a)).__name__ for a in {sorted(apps)!r}}}
+for m in {sorted(modules)!r}:
+    importlib.import_module(m)
+heavy = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+print(json.dumps({{"apps": found, "heavy": heavy, "root_on_path": {str(ROOT)!r} in sys.path}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"apps": {"worker": "Celery"}, "heavy": [], "root_on_path": False}
+
+
+def test_package_is_installed_by_make_venv_and_the_dockerfile(tmp_path):
+    # Outside the repo root, where the build's *.egg-info folder cannot stand in for the installed distribution.
+    code = "from importlib.metadata import distribution; print(distribution('densenet121-classifier')" \
+           ".read_text('direct_url.json'))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"url": ROOT.as_uri(), "dir_info": {"editable": True}}
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile[makefile.index("$(BIN)/.installed:"):makefile.index("venv: $(BIN)/.installed")]
+    assert "pip install -q --no-deps -e ." in recipe and "pyproject.toml" in recipe.splitlines()[0]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.index("COPY . .") < dockerfile.index("pip install --no-deps -e .")
 
 
 def test_compose_services_run_real_project_commands():

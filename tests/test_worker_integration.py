@@ -1,7 +1,9 @@
 """The batch path for real: Redis, Celery worker processes (prefork), SQLite and PostgreSQL.
 
 One worker per database backend serves the folder, bad-files and resubmit tests; the kill test runs two.
-Workers use the tiny 32 px DenseNet121 bundle, so most of the time is process start and model load.
+The fleet's worker starts in a folder other than the repo root (`celery -A worker`, the console script): it finds
+the project because the project is installed. Workers use the tiny 32 px DenseNet121 bundle, so most of the time
+is process start and model load.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def fleet(request, tiny_bundle, tmp_path_factory):
     url, schema = database_url_for(request.param, tmp)
     queue = f"test-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(f"w-{request.param}", queue=queue, database_url=url, model_dir=str(tiny_bundle),
-                           log_dir=tmp)
+                           log_dir=tmp, cwd=tmp)
     try:
         worker.wait_ready()
         yield {"url": url, "queue": queue, "worker": worker, "model_dir": str(tiny_bundle), "redis_url": redis_url,

@@ -13,7 +13,7 @@ from tests.imagegen import write_bad_images, write_good_images
 
 
 def test_importing_the_worker_does_not_import_tensorflow():
-    code = ("import sys, worker.celery_app, worker.tasks, worker.submit, worker.dev, db.report; "
+    code = ("import sys, worker, worker.celery_app, worker.tasks, worker.submit, worker.status, worker.dev, db.report; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -1,4 +1,20 @@
 """Batch classification on a Celery worker fleet: `celery_app` (the app), `tasks` (thin tasks),
-`pipeline` (the plain functions they call), `submit` (CLI and Python API), `dev` (local Redis + one worker)
-and `bench` (throughput benchmark). Importing any of them does not import TensorFlow.
+`pipeline` (the plain functions they call), `failsafe` (how a chunk that cannot run still ends), `submit`
+(CLI and Python API, `--resume`), `status` (the fleet at a glance), `dev` (local Redis + one worker) and
+`bench` (throughput benchmark). Importing any of them does not import TensorFlow.
+
+`celery -A worker worker` finds the app as `worker.app`. It is resolved on first access (PEP 562), so importing
+`worker.submit` or `worker.status` does not build a Celery app.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from worker.celery_app import app
+
+        return app
+    raise AttributeError(f"module 'worker' has no attribute {name!r}")

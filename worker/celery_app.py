@@ -1,4 +1,4 @@
-"""The Celery app, and only the app: `celery -A worker.celery_app worker --pool prefork --concurrency 1`.
+"""The Celery app, and only the app: `celery -A worker worker --pool prefork --concurrency 1` (see worker/__init__).
 
 Reliability comes from configuration: a task is acknowledged after it ran (acks_late), requeued when the
 process running it dies (reject_on_worker_lost), and each process reserves one task at a time (prefetch 1),

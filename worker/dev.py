@@ -63,8 +63,10 @@ def ensure_redis(redis_url: str, timeout: float = 10.0) -> bool:
 
 
 def worker_command(concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--pool", "prefork",
-            "--concurrency", str(concurrency), "--loglevel", loglevel, "-n", "dev@%h"]
+    """The README's worker command: the `celery` console script of this environment, as docker-compose runs it."""
+    celery = Path(sys.executable).with_name("celery")
+    return [str(celery), "-A", "worker", "worker", "--pool", "prefork", "--concurrency", str(concurrency),
+            "--loglevel", loglevel, "-n", "dev@%h"]
 
 
 def stop() -> int:
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_schema()
     cmd = worker_command(args.concurrency)
     if not args.background:
-        os.execv(sys.executable, cmd)
+        os.execv(cmd[0], cmd)
     pid = _alive(WORKER_PID)
     if pid:
         print(f"worker already running (pid {pid}); log: {WORKER_LOG}", file=sys.stderr)

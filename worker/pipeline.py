@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db import crud
-from db.models import Job
 from model.images import is_image_file
+from worker.failsafe import worker_name
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +70,6 @@ def hash_files(paths: Sequence[str | os.PathLike], workers: int = 8) -> list[str
 def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
     size = max(1, int(size))
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _row(path: str, content_hash: str | None, prediction) -> dict[str, Any]:
@@ -133,19 +128,3 @@ def process_chunk(*, sessions: Callable[[], Session], classifier, job_id: str, i
         store_rows(session=session, job_id=job_id, model_version=classifier.model_version, rows=rows,
                    worker=worker_name())
     return len(rows)
-
-
-def fail_chunk(*, sessions: Callable[[], Session], job_id: str, items: Sequence[Item], error: str) -> None:
-    """Give every image of a chunk that cannot be classified at all an error row, so the job still ends.
-
-    Rows a previous delivery already stored are kept (the insert skips existing keys).
-    """
-    rows = [{"path": str(p), "content_hash": h, "label": None, "confidence": None, "top_k": None,
-             "error": error} for p, h in items]
-    with sessions() as session, session.begin():
-        job = session.get(Job, job_id)
-        if job is None:
-            log.error("job %s does not exist; dropping %d failed images", job_id, len(rows))
-            return
-        model_version = job.model_version
-        store_rows(session=session, job_id=job_id, model_version=model_version, rows=rows, worker=worker_name())

@@ -1,8 +1,10 @@
 """Submit a folder for batch classification: `python -m worker.submit DIR [--recursive] [--model BUNDLE] [--wait]`.
 
-Scans the folder, records a job, reuses stored results of files whose content (sha256) was already
-classified by the same model version, sends the rest to the workers in chunks and prints the job id.
-Python: `submit_folder(folder) -> job_id`, `job_progress(job_id) -> dict`, `broker_available() -> bool`.
+Scans the folder, records a job and its files, reuses stored results of files whose content (sha256) was
+already classified by the same model version, sends the rest to the workers in chunks and prints the job id.
+`--resume JOB_ID` queues again the files of a job that have no row (after a lost or flushed queue).
+Python: `submit_folder(folder) -> job_id`, `resume_job(job_id) -> dict`, `job_progress(job_id) -> dict`,
+`broker_available() -> bool`.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def submit_folder(
         crud.create_job(session=session, job_id=job_id, folder=str(scan.folder), recursive=recursive,
                         model_dir=model_dir, model_version=config.model_version, total=len(paths),
                         skipped=len(scan.skipped))
+        crud.record_files(session=session, job_id=job_id, items=zip(paths, hashes, strict=True))
         stored = crud.reusable_results(session=session, model_version=config.model_version, hashes=hashes)
         crud.insert_predictions(session=session, rows=[
             {"job_id": job_id, "path": p, "model_version": config.model_version, "content_hash": h,
@@ -159,6 +162,35 @@ def _send_chunks(job_id: str, chunks: Sequence[list], model_dir: str, *, redis_u
             classify_chunk.apply_async(args=(job_id, chunk, model_dir), producer=producer, **options)
 
 
+def resume_job(job_id: str, *, chunk_size: int | None = None, database_url: str | None = None,
+               redis_url: str | None = None, queue: str | None = None, check_broker: bool = True) -> dict[str, Any]:
+    """Queue again the job's files that have no row; returns {'job_id', 'queued', 'chunks'}.
+
+    Safe to repeat, and while lost chunks come back by themselves: a file's row is written once whatever
+    runs it (see db.crud), so the worst a duplicate costs is computing it twice.
+    """
+    settings = _settings()
+    redis_url = redis_url or settings.redis_url
+    if check_broker and not broker_available(redis_url=redis_url):
+        raise BrokerUnavailableError(f"cannot reach the Redis broker at {_redacted(redis_url)}.\n{REDIS_HINT}")
+    sessions = _sessions(database_url)
+    with sessions() as session, session.begin():
+        try:
+            job = find_job(session, job_id)
+        except LookupError as exc:
+            raise SubmitError(str(exc)) from exc
+        if crud.count_files(session=session, job_id=job.id) == 0:
+            raise SubmitError(f"job {job.id} has no file list (it was submitted before resume existed): "
+                              f"submit its folder again: python -m worker.submit {job.folder}")
+        todo = crud.files_without_row(session=session, job_id=job.id)
+        chunks = chunked(todo, chunk_size or settings.chunk_size)
+        crud.refresh_job(session=session, job_id=job.id, chunks=job.chunks + len(chunks))
+        job_id, model_dir = job.id, job.model_dir
+    if chunks:
+        _send_chunks(job_id, chunks, model_dir, redis_url=redis_url, queue=queue)
+    return {"job_id": job_id, "queued": len(todo), "chunks": len(chunks)}
+
+
 def job_progress(job_id: str, *, database_url: str | None = None) -> dict[str, Any]:
     """The job's status and counters (see `job_dict`); raises LookupError for an unknown id."""
     sessions = _sessions(database_url)
@@ -166,21 +198,20 @@ def job_progress(job_id: str, *, database_url: str | None = None) -> dict[str, A
         return job_dict(find_job(session, job_id))
 
 
-def workers_online(timeout: float = 1.0) -> int:
-    """How many workers answer a ping (0 means queued work will wait)."""
-    from worker.celery_app import app
+def wait_for(job_id: str, *, database_url: str | None = None, poll_s: float = 0.5, stall_s: float | None = None,
+             redis_url: str | None = None, queue: str | None = None, out=sys.stderr) -> dict:
+    """Show a progress bar until the job finishes; returns its final progress.
 
-    try:
-        return len(app.control.ping(timeout=timeout) or [])
-    except Exception:  # noqa: BLE001 - an unreachable broker means no worker either
-        return 0
-
-
-def wait_for(job_id: str, *, database_url: str | None = None, poll_s: float = 0.5, out=sys.stderr) -> dict:
-    """Show a progress bar until the job finishes; returns its final progress."""
+    Whenever `stall_s` seconds pass without a new row (default: settings.stall_warning_s), it prints why the
+    job may be stuck and how to recover (`worker.status.stall_report`), then keeps waiting.
+    """
     from tqdm import tqdm
 
+    from worker.status import stall_report
+
+    stall_s = stall_s or _settings().stall_warning_s
     progress = job_progress(job_id, database_url=database_url)
+    last_done, last_change = progress["done"], time.monotonic()
     with tqdm(total=progress["total"], unit="img", desc=f"job {job_id}", file=out, dynamic_ncols=True) as bar:
         while True:
             bar.n = progress["done"]
@@ -190,6 +221,12 @@ def wait_for(job_id: str, *, database_url: str | None = None, poll_s: float = 0.
                 return progress
             time.sleep(poll_s)
             progress = job_progress(job_id, database_url=database_url)
+            stalled = time.monotonic() - last_change
+            if progress["done"] != last_done:
+                last_done, last_change = progress["done"], time.monotonic()
+            elif stalled >= stall_s:
+                bar.write(stall_report(job_id, progress, stalled, redis_url=redis_url, queue=queue), file=out)
+                last_change = time.monotonic()  # the next report after another stall_s without progress
 
 
 def print_summary(job_id: str, *, database_url: str | None = None, out=sys.stdout) -> None:
@@ -204,6 +241,8 @@ def print_summary(job_id: str, *, database_url: str | None = None, out=sys.stdou
     print(f"job {job_id}: {job['status']}, {job['done']}/{job['total']} images in {secs:.1f} s"
           + (f" ({rate / secs:.1f} img/s computed)" if secs and rate else ""), file=out)
     print(f"  reused {job['reused']}, errors {job['errors']}, skipped (not images) {job['skipped']}", file=out)
+    if job["error"]:
+        print(f"  failed: {job['error']}", file=out)
     for row in summary["labels"][:10]:
         print(f"  {row['label']:<24} {row['count']:>7}  mean confidence {row['mean_confidence']:.3f}", file=out)
     print(f"details: python -m db.report {job_id}", file=out)
@@ -211,31 +250,42 @@ def print_summary(job_id: str, *, database_url: str | None = None, out=sys.stdou
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.submit", description=__doc__.splitlines()[0])
-    parser.add_argument("folder", help="folder of images")
+    parser.add_argument("folder", nargs="?", help="folder of images")
+    parser.add_argument("--resume", metavar="JOB_ID", help="queue again the files of this job that have no row")
     parser.add_argument("--recursive", "-r", action="store_true", help="include subfolders")
     parser.add_argument("--model", help="model bundle folder (default: MODEL_DIR, the shipped model)")
     parser.add_argument("--wait", action="store_true", help="show progress until the job ends, then a summary")
     parser.add_argument("--chunk-size", type=int, help="images per task (default: CHUNK_SIZE)")
+    parser.add_argument("--stall-after", type=float, metavar="S",
+                        help="with --wait: explain a job with no progress for S seconds (default: STALL_WARNING_S)")
     args = parser.parse_args(argv)
+    if (args.folder is None) == (args.resume is None):
+        parser.error("give a folder to submit, or --resume JOB_ID")
     try:
-        job_id = submit_folder(args.folder, recursive=args.recursive, model_dir=args.model,
-                               chunk_size=args.chunk_size)
+        if args.resume:
+            resumed = resume_job(args.resume, chunk_size=args.chunk_size)
+            job_id = resumed["job_id"]
+            print(f"job {job_id}: queued {resumed['queued']} file(s) without a row in {resumed['chunks']} chunk(s)",
+                  file=sys.stderr)
+        else:
+            job_id = submit_folder(args.folder, recursive=args.recursive, model_dir=args.model,
+                                   chunk_size=args.chunk_size)
     except SubmitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(job_id)
     sys.stdout.flush()
-    if args.wait:
-        progress = job_progress(job_id)
-        if not progress["finished"] and workers_online() == 0:
-            print("no worker answered yet; the job waits in the queue until one starts (make batch-up, or "
-                  "celery -A worker.celery_app worker --pool prefork --concurrency 1)", file=sys.stderr)
-        try:
-            wait_for(job_id)
-        except KeyboardInterrupt:
-            print(f"\nstopped waiting; the job goes on. Check it with: python -m db.report {job_id}", file=sys.stderr)
-            return 130
-        print_summary(job_id)
+    if not args.wait:
+        return 0
+    try:
+        progress = wait_for(job_id, stall_s=args.stall_after)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; the job goes on. Check it with: python -m db.report {job_id}", file=sys.stderr)
+        return 130
+    print_summary(job_id)
+    if progress["status"] == "failed":
+        print(f"job {job_id} failed: {progress['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

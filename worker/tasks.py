@@ -1,5 +1,9 @@
 """Thin Celery tasks: unpack arguments, get this process's classifier, call `worker.pipeline`.
 
+Everything a task needs beyond Celery is imported inside it; what records a chunk that cannot run
+(`worker.failsafe`) is imported here, at the top, so it is loaded before the first task and does not depend on
+what may be broken.
+
 The classifier is loaded on the first task a child process runs, never in the parent before the fork
 (TensorFlow is not fork-safe) and never in `worker_process_init` (Celery kills a child that blocks there
 for more than a few seconds; DenseNet121 takes longer to build).
@@ -13,8 +17,10 @@ import threading
 
 import redis.exceptions
 import sqlalchemy.exc
-from celery import Task
+from celery import Task, signals
 
+from settings import get_settings
+from worker import failsafe
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -74,13 +80,21 @@ class ClassifierTask(Task):
         if self.name != classify_chunk.name:
             return
         job_id, items = (list(args) + [kwargs.get("job_id"), kwargs.get("items")])[:2]
+        settings = get_settings()
+        error = f"worker failed: {type(exc).__name__}: {exc}"
+        failsafe.note_worker_error(redis_url=settings.redis_url, job_id=job_id, error=error)
         try:
-            from worker.pipeline import fail_chunk
-
-            fail_chunk(sessions=self.sessions(), job_id=job_id, items=items,
-                       error=f"worker failed: {type(exc).__name__}: {exc}")
-        except Exception:  # noqa: BLE001 - the database itself is down; the log is all that is left
+            failsafe.record_chunk_failure(database_url=settings.database_url, job_id=job_id, items=items or [],
+                                          error=error)
+        except Exception:  # noqa: BLE001 - the database itself is down: Redis and the log have the reason
             log.exception("could not record the failure of job %s's chunk", job_id)
+
+
+@signals.task_unknown.connect
+def _note_unknown_task(name: str | None = None, **_kw) -> None:
+    # Celery drops a message naming a task this worker does not have: its job would otherwise wait silently.
+    failsafe.note_worker_error(redis_url=get_settings().redis_url,
+                               error=f"unknown task {name!r} dropped: this worker runs other code than the submitter")
 
 
 @app.task(
@@ -95,7 +109,6 @@ class ClassifierTask(Task):
 )
 def classify_chunk(self: ClassifierTask, job_id: str, items: list[list[str | None]], model_dir: str) -> int:
     """Classify one chunk of a job: `items` are [path, sha256] pairs; returns the number of rows."""
-    from settings import get_settings
     from worker.pipeline import process_chunk
 
     settings = get_settings()
