@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test lint services train-fruits ship-fruits evaluate-fruits clean
+.PHONY: venv demo test test-fast lint services train-fruits ship-fruits evaluate-fruits clean
 
 # The project itself is installed editable (--no-deps: requirements pin them), so that every entry point, the
 # `celery` console script included, imports it from any working directory.
@@ -28,6 +28,11 @@ services:
 test: venv services
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+## The suite without the tests marked slow (they train or serve a real network, or start worker processes)
+test-fast: venv services
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .
@@ -54,7 +59,7 @@ clean:
 ## Demo benchmark: HTTP latency vs the bare model call, batched vs unbatched throughput (SMALL=1: untrained 64px net)
 .PHONY: bench-demo
 bench-demo: venv
-	$(BIN)/python -m tests.bench_demo $(if $(SMALL),--small,)
+	$(BIN)/python -m benchmarks.demo $(if $(SMALL),--small,)
 
 ## Batch path on this machine: a local redis-server if none runs, SQLite, one Celery worker
 .PHONY: batch batch-up batch-down bench-batch
@@ -70,12 +75,12 @@ batch-down:
 
 ## Batch benchmark: bare forward pass vs folder-to-database pipeline vs per-image model.predict (SMALL=1: quick)
 bench-batch: venv
-	$(BIN)/python -m worker.bench $(if $(SMALL),--images 64 --input-size 64,)
+	$(BIN)/python -m benchmarks.batch $(if $(SMALL),--images 64 --input-size 64,)
 
 ## Inference runtimes (model/runtimes.py): bare forward img/s of every installed runtime (tf, onnx), the
 ## folder-to-database pipeline on the default runtime, the naive per-image loop and their ratios, at 224px on a
 ## fresh DenseNet121 (SIZE=64, MODEL=bundle, IMAGES=N, RUNTIME=tf|onnx). SCALE=20000 adds the worker-memory check.
 .PHONY: bench
 bench: venv
-	$(BIN)/python -m worker.bench $(if $(MODEL),--model $(MODEL),--input-size $(or $(SIZE),224)) \
+	$(BIN)/python -m benchmarks.batch $(if $(MODEL),--model $(MODEL),--input-size $(or $(SIZE),224)) \
 	  $(if $(IMAGES),--images $(IMAGES),) $(if $(SCALE),--scale $(SCALE),)

@@ -2,20 +2,26 @@
 
 Twelve-factor style: each field can be overridden by an environment variable of the same name
 (`REDIS_URL`, `DATABASE_URL`, `MODEL_DIR`, ...); the defaults below make a fresh clone work with
-no external service (SQLite next to the repo, Redis on localhost).
+no external service (SQLite next to the repo, Redis on localhost). Only entry points (the demo, the worker's
+tasks, the command lines) read it; the core takes plain values, whose defaults are the ones used here.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from model.bundle import SHIPPED_MODEL_DIR
+from model.images import DEFAULT_MAX_PIXELS
+from model.predict import BATCH_SIZE, TOP_K
+from model.runtimes import AUTO
+
+__all__ = ["ROOT", "SHIPPED_MODEL_DIR", "Settings", "get_settings"]
+
 ROOT = Path(__file__).resolve().parent  # the checkout (the package is installed editable: data/ lives here)
-# Package data of `model`, found without importing it (an installed copy need not sit next to this file).
-SHIPPED_MODEL_DIR = Path(importlib.util.find_spec("model").submodule_search_locations[0]) / "fruits-densenet121"
 
 
 class Settings(BaseSettings):
@@ -23,10 +29,10 @@ class Settings(BaseSettings):
 
     # Classifier core
     model_dir: str = str(SHIPPED_MODEL_DIR)
-    top_k: int = 5
-    batch_size: int = 32
-    max_image_pixels: int = 64_000_000  # decompression-bomb guard (Pillow warns at 89M)
-    runtime: str = "auto"  # tf | onnx | auto (= onnx when onnxruntime is installed); see model/runtimes.py
+    top_k: int = TOP_K
+    batch_size: int = BATCH_SIZE
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard (Pillow warns at 89M)
+    runtime: str = AUTO  # tf | onnx | auto (= onnx when onnxruntime is installed); see model/runtimes.py
     inference_threads: int = 0  # intra-op threads per process; 0 = the cores this process may use (CPU affinity)
     runtime_cache_dir: str = ""  # ONNX conversions when a bundle folder is read-only; "" = ~/.cache/...
 
@@ -49,6 +55,11 @@ class Settings(BaseSettings):
     # Gradio keeps ~76 KB per session, and an API call without a session_hash makes a new one: this bounds that
     # memory (the oldest sessions go first; the demo keeps no per-user state worth keeping).
     demo_session_capacity: int = 1000
+
+    def classifier_options(self) -> dict[str, Any]:
+        """`load_classifier`'s keyword arguments from this configuration (how it runs, what it decodes)."""
+        return {"runtime": self.runtime, "threads": self.inference_threads,
+                "shared_cache_dir": self.runtime_cache_dir or None, "max_pixels": self.max_image_pixels}
 
 
 @lru_cache

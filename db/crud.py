@@ -8,7 +8,6 @@ job counters are recounted from the rows rather than incremented, so they are ri
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, exists, func, select, update
@@ -127,10 +126,10 @@ def refresh_job(*, session: Session, job_id: str, chunks: int | None = None) -> 
     return job
 
 
-def mark_started(*, session: Session, job_id: str, when: datetime | None = None) -> None:
+def mark_started(*, session: Session, job_id: str) -> None:
     """A worker began a chunk of this job: queued -> running (first one wins)."""
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.RUNNING, started_at=when or utcnow())
+        .values(status=JobStatus.RUNNING, started_at=utcnow())
     )

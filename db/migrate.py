@@ -1,7 +1,9 @@
 """Bring the database schema to the latest Alembic revision: `python -m db.migrate [--url URL]`.
 
-The submitter and the workers call `ensure_schema()` on first use, so a fresh SQLite file or an empty
-PostgreSQL database works without a separate step; in production run this once per deploy.
+`upgrade(url)` is the one way the schema changes, and only entry points call it, when they start: this command,
+the commands of `db` and `worker` (through `upgraded_sessions`), `worker.dev` and each Celery worker process. So a
+fresh SQLite file or an empty PostgreSQL database works without a separate step; in production run this command
+once per deploy.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.session import database_url, get_engine
+from db.session import make_engine, session_factory
 
 ROOT = Path(__file__).resolve().parents[1]
-_done: set[str] = set()
+_at_head: set[str] = set()
 _lock = threading.Lock()
 
 
@@ -29,41 +34,57 @@ def alembic_config() -> Config:
     return cfg
 
 
-def _head(cfg: Config) -> str | None:
-    return ScriptDirectory.from_config(cfg).get_current_head()
+def current_revision(url: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
 
 
-def current_revision(url: str | None = None) -> str | None:
-    with get_engine(url).connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
-
-
-def upgrade(url: str | None = None, revision: str = "head") -> None:
-    cfg = alembic_config()
-    engine = get_engine(url)
+def _upgrade(engine: Engine, cfg: Config, revision: str, head: str | None) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Two processes starting on an empty database must not both create the tables.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+        if revision != "head" or MigrationContext.configure(conn).get_current_revision() != head:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
 
 
-def ensure_schema(url: str | None = None) -> None:
-    """Upgrade to head once per process and URL; cheap (one SELECT) when already there."""
-    url = database_url(url)
+def upgrade(url: str, revision: str = "head") -> None:
+    """Upgrade the schema at `url` to `revision` (default: the latest).
+
+    To head, once per process and URL: cheap (one SELECT) when already there, and safe when several processes
+    start on an empty database at once.
+    """
     with _lock:
-        if url in _done:
+        if revision == "head" and url in _at_head:
             return
         cfg = alembic_config()
-        if current_revision(url) != _head(cfg):
-            try:
-                upgrade(url)
-            except Exception:
-                # Another process (SQLite has no advisory lock) may have just done it.
-                if current_revision(url) != _head(cfg):
-                    raise
-        _done.add(url)
+        head = ScriptDirectory.from_config(cfg).get_current_head()
+        # A throwaway engine: a Celery worker upgrades before it forks, and its children must not inherit a pool.
+        engine = make_engine(url)
+        try:
+            _upgrade(engine, cfg, revision, head)
+        except Exception:
+            # Another process (SQLite has no advisory lock) may have just done it.
+            if revision != "head" or current_revision(url) != head:
+                raise
+        finally:
+            engine.dispose()
+        if revision == "head":
+            _at_head.add(url)
+
+
+def upgraded_sessions(url: str | None = None) -> sessionmaker[Session]:
+    """For a command's main: sessions on `url` (default: settings.database_url), upgraded to the latest schema."""
+    from settings import get_settings
+
+    url = url or get_settings().database_url
+    upgrade(url)
+    return session_factory(url)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,9 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="database URL (default: DATABASE_URL / settings)")
     parser.add_argument("--revision", default="head")
     args = parser.parse_args(argv)
-    url = database_url(args.url)
+    from settings import get_settings
+
+    url = args.url or get_settings().database_url
     upgrade(url, args.revision)
-    print(f"database at revision {current_revision(url)}: {get_engine(url).url.render_as_string(hide_password=True)}")
+    print(f"database at revision {current_revision(url)}: {make_url(url).render_as_string(hide_password=True)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Tables: one row per job, one per image of a job (its file list), one per (job, image, model version) result,
-one per model version.
+one per model version, one per reviewed image of a job.
 
 The unique key on predictions (job_id, path, model_version) is what makes result writes idempotent:
 a chunk that a broker redelivers after a worker died inserts nothing twice (see `db.crud`).
@@ -115,3 +115,22 @@ class Prediction(Base):
     reused: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))  # hostname:pid that computed it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Review(Base):
+    """A person's verdict on one image of a job: the right label, or NULL for "none of these / skip".
+
+    One row per (job, path): reviewing an image again updates its row. The prediction it judged is linked, so
+    reports compare the model's label with the reviewer's without trusting a copy of it.
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (UniqueConstraint("job_id", "path", name="uq_reviews_job_path"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    prediction_id: Mapped[int] = mapped_column(BigId, ForeignKey("predictions.id", ondelete="CASCADE"))
+    reviewed_label: Mapped[str | None] = mapped_column(Text)  # NULL: none of the model's labels fits
+    reviewer: Mapped[str] = mapped_column(String(255))
+    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -2,9 +2,12 @@
 
     python -m db.report JOB_ID [--format table|csv|json] [--min-confidence X] [--label L] [--limit N]
     python -m db.report --list [--format ...]
+    python -m db.report --diff JOB_A JOB_B [--format ...]
 
 `table` prints the job's summary (counts per label, confidence histogram, errors, least confident images)
 and then its predictions, lowest confidence first; `csv` writes the predictions; `json` writes both.
+Rows carry the reviewed label beside the model's (see `python -m db.review`), and the summary the model's
+accuracy on what was reviewed. `--diff` compares two jobs on the same images (matched by content, see `db.diff`).
 A unique prefix of a job id is enough.
 """
 
@@ -17,11 +20,13 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from db.reports import find_job, job_predictions, job_summary, list_jobs
+from db.queries import find_job, job_predictions, job_summary, list_jobs
+from db.review_queries import review_summary, with_reviews
 
 JOB_COLUMNS = ["job_id", "status", "total", "done", "errors", "reused", "skipped", "model_version", "created_at",
                "elapsed_s", "folder"]
-PREDICTION_COLUMNS = ["path", "label", "confidence", "error", "reused", "content_hash", "model_version"]
+PREDICTION_COLUMNS = ["path", "label", "reviewed_label", "confidence", "error", "reused", "content_hash",
+                      "model_version"]
 
 
 def _cell(value: Any) -> str:
@@ -67,6 +72,9 @@ def _summary_table(summary: dict, out: TextIO) -> None:
         _table(summary["errors"], ["path", "error"], out)
         print(file=out)
     print(f"below {summary['low_confidence_below']:.2f} confidence: {summary['low_confidence_count']}\n", file=out)
+    if "review" in summary:
+        review = summary["review"]
+        print(f"review: {review['progress']['text']}; model {review['accuracy']['text']}\n", file=out)
 
 
 def write_table(summary: dict | None, rows: list[dict], columns: list[str], out: TextIO) -> None:
@@ -98,24 +106,25 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                                      epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job_id", nargs="?", help="job id (or a unique prefix)")
     parser.add_argument("--list", action="store_true", help="list recent jobs")
+    parser.add_argument("--diff", nargs=2, metavar=("JOB_A", "JOB_B"), help="compare two jobs' labels")
     parser.add_argument("--format", choices=sorted(FORMATS), default="table")
     parser.add_argument("--min-confidence", type=float, help="only predictions at or above this confidence")
     parser.add_argument("--label", help="only predictions with this top-1 label")
     parser.add_argument("--limit", type=int, help="at most N predictions (table default: 50)")
     parser.add_argument("--database-url", help="default: DATABASE_URL / settings")
     args = parser.parse_args(argv)
-    if not args.list and not args.job_id:
-        parser.error("give a JOB_ID or --list")
+    if not args.list and not args.job_id and not args.diff:
+        parser.error("give a JOB_ID, --list or --diff JOB_A JOB_B")
     out = out or sys.stdout
 
-    from db.migrate import ensure_schema
-    from db.session import session_factory
+    from db.migrate import upgraded_sessions
 
-    ensure_schema(args.database_url)
-    with session_factory(args.database_url)() as session:
+    with upgraded_sessions(args.database_url)() as session:
         if args.list:
             FORMATS[args.format](None, list_jobs(session, limit=args.limit or 50), JOB_COLUMNS, out)
             return 0
+        if args.diff:
+            return _diff(session, args.diff, args.format, out)
         try:
             job = find_job(session, args.job_id)
         except LookupError as exc:
@@ -123,8 +132,23 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             return 2
         limit = args.limit if args.limit is not None else (50 if args.format == "table" else None)
         rows = job_predictions(session, job.id, min_confidence=args.min_confidence, label=args.label, limit=limit)
-        summary = job_summary(session, job.id) if args.format != "csv" else None
+        rows = with_reviews(session, job.id, rows)
+        summary = ({**job_summary(session, job.id), "review": review_summary(session, job.id)}
+                   if args.format != "csv" else None)
     FORMATS[args.format](summary, rows, PREDICTION_COLUMNS, out)
+    return 0
+
+
+def _diff(session, job_ids: list[str], fmt: str, out: TextIO) -> int:
+    from db.diff import diff_jobs
+    from db.diff_report import write_diff
+
+    try:
+        diff = diff_jobs(session, *job_ids)
+    except LookupError as exc:
+        print(f"error: {exc} (python -m db.report --list shows the jobs)", file=sys.stderr)
+        return 2
+    write_diff(diff, fmt, out)
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Engine and session factories, built on first use from `DATABASE_URL` (never at import).
+"""Engine and session factories for a database URL, built on first use (never at import).
+
+The URL is always the caller's: entry points read it from the settings (`settings.database_url`).
 
 Engines are cached per (process, URL): a Celery prefork child must not reuse the connection pool it
 inherited from its parent, so a fork gets a fresh engine.
@@ -18,14 +20,6 @@ _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
 
 
-def database_url(url: str | None = None) -> str:
-    if url:
-        return url
-    from settings import get_settings
-
-    return get_settings().database_url
-
-
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets report readers and the submitter read while a worker writes; busy_timeout makes
@@ -36,9 +30,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def make_engine(url: str | None = None) -> Engine:
-    """A new engine for `url` (default: settings.database_url); for SQLite the folder is created."""
-    url = database_url(url)
+def make_engine(url: str) -> Engine:
+    """A new engine for `url`; for SQLite the folder is created."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -49,9 +42,8 @@ def make_engine(url: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def get_engine(url: str | None = None) -> Engine:
+def get_engine(url: str) -> Engine:
     """The cached engine of this process for `url`."""
-    url = database_url(url)
     key = (os.getpid(), url)
     with _lock:
         engine = _engines.get(key)
@@ -60,7 +52,7 @@ def get_engine(url: str | None = None) -> Engine:
         return engine
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
+def session_factory(url: str) -> sessionmaker[Session]:
     """Sessions on the cached engine; `expire_on_commit=False` so returned rows stay readable."""
     return sessionmaker(get_engine(url), expire_on_commit=False)
 

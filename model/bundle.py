@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 MODEL_FILE = "model.keras"
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "fruits-densenet121"  # package data: the fruit model
 CONFIG_FILE = "config.json"
 CARD_FILE = "card.json"
 

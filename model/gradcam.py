@@ -17,7 +17,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from model.bundle import weights_hash
 from model.network import BASE_NAME
+from model.runtimes import RUNTIMES, TF, make_forward
 
 PREPROCESS_LAYER = "densenet_preprocess"
 LOGITS_LAYER = "logits"
@@ -90,25 +92,22 @@ class GradCAM:
     it is converted once and cached beside the bundle as `model-<version>-<size>px-cam.onnx`.
     """
 
-    def __init__(self, model, *, input_size: int | None = None, model_version: str = "", runtime: str = "tf",
-                 cache_dir=None):
-        from model.bundle import weights_hash
-        from model.runtimes import make_forward
-
+    def __init__(self, model, *, input_size: int | None = None, model_version: str = "", runtime: str = TF,
+                 cache_dir=None, shared_cache_dir=None, threads: int = 0):
         self.model = cam_model(model)
         self.weights = class_weights(model)
         size = int(input_size or model.inputs[0].shape[1])
         version = model_version or weights_hash(model)  # names the cached conversion: never shared across weights
-        self._forward, self.runtime = make_forward(self.model, size, version, runtime, cache_dir, variant="cam")
+        self._forward, self.runtime = make_forward(self.model, size, version, runtime, cache_dir, variant="cam",
+                                                   shared_cache_dir=shared_cache_dir, threads=threads)
 
     @classmethod
     def for_classifier(cls, classifier) -> GradCAM:
         """The Grad-CAM twin of a loaded `Classifier`: same weights, same runtime, same conversion cache."""
-        from model.runtimes import RUNTIMES
-
         return cls(classifier.model, input_size=classifier.input_size, model_version=classifier.model_version,
-                   runtime=classifier.runtime if classifier.runtime in RUNTIMES else "tf",
-                   cache_dir=classifier.cache_dir)
+                   runtime=classifier.runtime if classifier.runtime in RUNTIMES else TF,
+                   cache_dir=classifier.cache_dir, shared_cache_dir=classifier.shared_cache_dir,
+                   threads=classifier.threads)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw 0..255 float32 batch (N, H, W, 3) -> (features (N, h, w, K), probabilities (N, C))."""

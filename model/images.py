@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -43,23 +44,9 @@ def _open(source: ImageInput, max_pixels: int, size: int | None) -> Image.Image:
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageError("empty file (0 bytes)")
-        fp = io.BytesIO(source)
-        name = "<bytes>"
+        fp, name = io.BytesIO(source), "<bytes>"
     else:
-        path = Path(source)
-        if not path.exists():
-            raise ImageError(f"file not found: {path}")
-        if path.is_dir():
-            raise ImageError(f"is a folder, not an image: {path}")
-        try:
-            if path.stat().st_size == 0:
-                raise ImageError("empty file (0 bytes)")
-            fp = open(path, "rb")  # noqa: SIM115 - PIL takes ownership and closes it
-        except PermissionError as exc:
-            raise ImageError(f"cannot read file: permission denied ({path.name})") from exc
-        except OSError as exc:  # I/O errors, stale NFS handles, names the OS refuses: a per-file error
-            raise ImageError(f"cannot read file: {exc.strerror or exc} ({path.name})") from exc
-        name = path.name
+        fp, name = _open_file(Path(source))
     try:
         img = Image.open(fp)
     except UnidentifiedImageError as exc:
@@ -76,6 +63,22 @@ def _open(source: ImageInput, max_pixels: int, size: int | None) -> Image.Image:
         # Let libjpeg decode big JPEGs at 1/2..1/8 scale (still >= 2x the target): much faster, same result.
         img.draft("RGB", (2 * size, 2 * size))
     return img
+
+
+def _open_file(path: Path) -> tuple[BinaryIO, str]:
+    """The open file and its name, or the ImageError that says why it cannot be read."""
+    if not path.exists():
+        raise ImageError(f"file not found: {path}")
+    if path.is_dir():
+        raise ImageError(f"is a folder, not an image: {path}")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        return open(path, "rb"), path.name  # noqa: SIM115 - PIL takes ownership and closes it
+    except PermissionError as exc:
+        raise ImageError(f"cannot read file: permission denied ({path.name})") from exc
+    except OSError as exc:  # I/O errors, stale NFS handles, names the OS refuses: a per-file error
+        raise ImageError(f"cannot read file: {exc.strerror or exc} ({path.name})") from exc
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -158,7 +161,6 @@ def load_images(
     sources: Iterable[ImageInput],
     size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    workers: int | None = None,
 ) -> list[np.ndarray | ImageError]:
     """Decode many images in parallel threads (Pillow releases the GIL while decoding).
 
@@ -174,9 +176,6 @@ def load_images(
 
     if len(sources) <= 1:
         return [one(s) for s in sources]
-    if workers is not None:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, sources))
     return list(_decode_pool().map(one, sources))
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BASE_NAME = "densenet121"
-HEAD_LAYERS = ("avg_pool", "head_dropout", "logits", "probs")
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -16,10 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model.bundle import BundleConfig, load_keras_model, read_card, weights_hash
-from model.images import ImageError, ImageInput, load_images
+from model.bundle import SHIPPED_MODEL_DIR, BundleConfig, load_keras_model, read_card, weights_hash
+from model.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_images
+from model.onnx_cache import default_cache_dir
+from model.runtimes import AUTO, configure_tf_threads, make_forward, resolve_runtime
 
 IMAGENET = "imagenet"
+TOP_K = 5  # labels per prediction
+BATCH_SIZE = 32  # images per forward pass
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Prediction:
     top_k: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
     model_version: str = ""
+    heatmap: np.ndarray | None = None  # from `model.explain`: the Grad-CAM heatmap drawn over the photo
 
     @property
     def ok(self) -> bool:
@@ -42,58 +47,28 @@ class Prediction:
     def confidence(self) -> float | None:
         return self.top_k[0][1] if self.top_k else None
 
-    def as_dict(self) -> dict:
-        return {
-            "label": self.label,
-            "confidence": self.confidence,
-            "top_k": [[label, conf] for label, conf in self.top_k],
-            "error": self.error,
-            "model_version": self.model_version,
-        }
-
-
-def compile_forward(model, input_size: int):
-    """A compiled batch forward pass: numpy float32 (N, H, W, 3) in, numpy probabilities out.
-
-    On TensorFlow a `tf.function` with a batch-agnostic signature traces once for every batch size;
-    other Keras backends go through `predict_on_batch`, which they compile themselves.
-    """
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        spec = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
-        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        return lambda batch: _numpy(fn(tf.constant(batch)))
-    return lambda batch: _numpy(model.predict_on_batch(batch))
-
-
-def _numpy(out):
-    """One array, or a list of arrays for a model with several outputs (the Grad-CAM model)."""
-    return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
-
 
 class Classifier:
     def __init__(self, model, config: BundleConfig, card: dict | None = None, forward_fn=None,
-                 runtime: str | None = None, cache_dir: str | os.PathLike | None = None):
-        """`runtime`: tf | onnx | auto (None: settings.runtime), see model.runtimes; `cache_dir`: where the
-        ONNX conversion may be cached (the bundle folder); without one, `auto` stays on TensorFlow."""
+                 runtime: str = AUTO, cache_dir: str | os.PathLike | None = None, *,
+                 shared_cache_dir: str | os.PathLike | None = None, threads: int = 0,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        """`runtime`: tf | onnx | auto, see model.runtimes, which also explains `cache_dir` (the bundle folder),
+        `shared_cache_dir` and `threads`; without a cache folder, `auto` stays on TensorFlow. `max_pixels` is
+        the decompression-bomb guard of every decode."""
         self.model = model
         self.config = config
         self.card = card or {}
         self.labels: list[str] = list(config.labels)
         self.input_size: int = int(config.input_size)
         self.model_version: str = config.model_version or weights_hash(model)
-        from settings import get_settings
-
-        self.max_pixels = get_settings().max_image_pixels  # MAX_IMAGE_PIXELS: the decompression-bomb guard
+        self.max_pixels = max_pixels
         self.runtime = "custom"
-        self.cache_dir = cache_dir  # where runtime conversions of this model (and its Grad-CAM twin) are kept
+        # Where runtime conversions of this model (and of its Grad-CAM twin) are kept, and on how many threads.
+        self.cache_dir, self.shared_cache_dir, self.threads = cache_dir, shared_cache_dir, threads
         if forward_fn is None:
-            from model.runtimes import make_forward
-
-            forward_fn, self.runtime = make_forward(model, self.input_size, self.model_version, runtime, cache_dir)
+            forward_fn, self.runtime = make_forward(model, self.input_size, self.model_version, runtime, cache_dir,
+                                                    shared_cache_dir=shared_cache_dir, threads=threads)
         self._forward = forward_fn
 
     # -- the three steps -------------------------------------------------------------------------
@@ -113,13 +88,20 @@ class Classifier:
             return np.zeros((0, len(self.labels)), np.float32)
         return self._forward(np.asarray(batch, dtype=np.float32))
 
-    def postprocess(self, probs: np.ndarray, top_k: int = 5) -> list[list[tuple[str, float]]]:
+    def postprocess(self, probs: np.ndarray, top_k: int = TOP_K) -> list[list[tuple[str, float]]]:
         k = max(1, min(int(top_k), len(self.labels)))  # clamp like transformers does
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(self.labels[i], float(row[i])) for i in idx] for row, idx in zip(probs, order, strict=False)]
 
+    def assemble(self, errors: Sequence[str | None], ranked: Iterable[list[tuple[str, float]]]) -> list[Prediction]:
+        """One Prediction per input, in order: its decoding error, or the next of the good images' results."""
+        results = iter(ranked)
+        return [Prediction(error=err, model_version=self.model_version) if err
+                else Prediction(top_k=next(results), model_version=self.model_version) for err in errors]
+
     # -- public API --------------------------------------------------------------------------------
-    def predict(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+    def predict(self, images: Sequence[ImageInput], top_k: int = TOP_K, batch_size: int = BATCH_SIZE
+                ) -> list[Prediction]:
         """Classify a list of images (paths, bytes, arrays or PIL images); one `Prediction` per input."""
         if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) and not (
             isinstance(images, np.ndarray) and images.ndim == 4
@@ -130,7 +112,7 @@ class Classifier:
     __call__ = predict
 
     def iter_predict(
-        self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 32
+        self, images: Iterable[ImageInput], top_k: int = TOP_K, batch_size: int = BATCH_SIZE
     ) -> Iterator[Prediction]:
         """Stream predictions, decoding batch i+1 in a thread while the network runs on batch i."""
         chunks = _chunks(images, batch_size)
@@ -156,13 +138,8 @@ class Classifier:
                 raise ImageError(err)
         return self.forward(batch)
 
-    def _finish(self, batch: np.ndarray, errors: list[str | None], top_k: int) -> Iterator[Prediction]:
-        ranked = iter(self.postprocess(self.forward(batch), top_k))
-        for err in errors:
-            if err:
-                yield Prediction(error=err, model_version=self.model_version)
-            else:
-                yield Prediction(top_k=next(ranked), model_version=self.model_version)
+    def _finish(self, batch: np.ndarray, errors: list[str | None], top_k: int) -> list[Prediction]:
+        return self.assemble(errors, self.postprocess(self.forward(batch), top_k))
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -191,29 +168,28 @@ def imagenet_labels() -> list[str]:
     return [data[str(i)][1] for i in range(1000)]
 
 
-def load_classifier(source: str | os.PathLike | None = None, input_size: int = 224,
-                    runtime: str | None = None) -> Classifier:
-    """Load a bundle folder, or the stock ImageNet DenseNet121 with source='imagenet'.
+def load_classifier(source: str | os.PathLike = SHIPPED_MODEL_DIR, input_size: int = 224, runtime: str = AUTO, *,
+                    threads: int = 0, shared_cache_dir: str | os.PathLike | None = None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Classifier:
+    """Load a bundle folder (default: the shipped fruit model), or the stock ImageNet DenseNet121 with
+    source='imagenet'.
 
-    Loading never executes code from the file (Keras safe mode). The first call imports Keras.
-    `runtime` (None: settings.runtime) picks the inference runtime; an ONNX conversion is cached beside
-    the bundle.
+    Loading never executes code from the file (Keras safe mode). The first call imports Keras. `runtime`,
+    `threads` and `shared_cache_dir` choose how it runs (see model.runtimes; an ONNX conversion is cached beside
+    the bundle), `max_pixels` the largest image it decodes. Entry points take them from settings.
     """
-    from model.runtimes import configure_tf_threads, default_cache_dir, resolve_runtime
-
-    if source is None:
-        from settings import get_settings
-
-        source = get_settings().model_dir
     resolve_runtime(runtime)  # a bad name or a missing package fails here, before seconds of model loading
-    configure_tf_threads()  # before Keras starts TensorFlow's thread pools
+    configure_tf_threads(threads)  # before Keras starts TensorFlow's thread pools
+    options = dict(runtime=runtime, threads=threads, max_pixels=max_pixels)
     if str(source) == IMAGENET:
         from model.network import build_imagenet_model
 
         model = build_imagenet_model(input_size)
         config = BundleConfig(labels=imagenet_labels(), input_size=input_size, weights=IMAGENET)
-        return Classifier(model, config, card={"dataset": "ImageNet-1k (stock Keras weights)"}, runtime=runtime,
-                          cache_dir=default_cache_dir())
+        # No bundle folder: the conversion lives in the shared cache, beside other bundles' (none is removed).
+        return Classifier(model, config, card={"dataset": "ImageNet-1k (stock Keras weights)"},
+                          shared_cache_dir=default_cache_dir(shared_cache_dir), **options)
     config = BundleConfig.read(source)
     model = load_keras_model(source)
-    return Classifier(model, config, card=read_card(source), runtime=runtime, cache_dir=source)
+    return Classifier(model, config, card=read_card(source), cache_dir=source, shared_cache_dir=shared_cache_dir,
+                      **options)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ TEST_PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres
 
 
 def redis_or_skip() -> str:
-    from worker.submit import broker_available
+    from worker.status import broker_available
 
     if not broker_available(timeout=1.0, redis_url=TEST_REDIS_URL):
         pytest.skip(f"Redis not reachable at {TEST_REDIS_URL} (make services starts it)")
@@ -128,8 +129,9 @@ class WorkerProcess:
         raise TimeoutError(f"worker {self.name} not ready after {timeout} s:\n{self.log()[-3000:]}")
 
     def children(self) -> list[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(p) for p in path.read_text().split()] if path.exists() else []
+        from worker.dev import child_pids
+
+        return child_pids(self.proc.pid) if self.proc.poll() is None else []
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc.poll() is None:
@@ -176,7 +178,7 @@ class PrivateRedis:
         return redis.Redis.from_url(self.url(db))
 
     def start(self, timeout: float = 20.0) -> None:
-        from worker.submit import broker_available
+        from worker.status import broker_available
 
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -197,17 +199,17 @@ class PrivateRedis:
             self.proc.wait(10)
 
 
-def wait_job(job_id: str, database_url: str, timeout: float = 120.0, workers: list[WorkerProcess] = ()) -> dict:
-    from worker.submit import job_progress
+def wait_job(job_id: str, database_url: str, timeout: float = 120.0, workers: Sequence[WorkerProcess] = ()) -> dict:
+    """`worker.progress.wait_for_job`, failing fast when one of `workers` dies and with their logs on a timeout."""
+    from worker.progress import wait_for_job
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        progress = job_progress(job_id, database_url=database_url)
-        if progress["finished"]:
-            return progress
+    def alive(progress: dict) -> None:
         for w in workers:
-            if w.proc.poll() is not None and not getattr(w, "killed", False):
+            if not progress["finished"] and w.proc.poll() is not None:
                 raise RuntimeError(f"worker {w.name} died:\n{w.log()[-3000:]}")
-        time.sleep(0.2)
-    logs = "\n".join(w.log()[-2000:] for w in workers)
-    raise TimeoutError(f"job {job_id} not finished after {timeout} s: {progress}\n{logs}")
+
+    try:
+        return wait_for_job(job_id, database_url=database_url, poll_s=0.2, timeout=timeout, on_poll=alive)
+    except TimeoutError as exc:
+        logs = "\n".join(w.log()[-2000:] for w in workers)
+        raise TimeoutError(f"{exc}\n{logs}") from None

@@ -16,6 +16,13 @@ TINY_LABELS = ["apple", "banana", "cherry"]
 TINY_SIZE = 32
 
 
+def classifier_options() -> dict:
+    """`load_classifier`'s options as the entry points take them: from the settings (so RUNTIME above)."""
+    from settings import Settings
+
+    return Settings().classifier_options()
+
+
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """A saved bundle of a real, untrained DenseNet121: fast to run, deterministic outputs."""
@@ -36,4 +43,4 @@ def tiny_bundle(tmp_path_factory):
 def tiny_classifier(tiny_bundle):
     from model.predict import load_classifier
 
-    return load_classifier(tiny_bundle)
+    return load_classifier(tiny_bundle, **classifier_options())

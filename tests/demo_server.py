@@ -23,8 +23,7 @@ def running_demo(bundle: Path) -> tuple[str, object]:
     """(url, Blocks) of the demo serving `bundle`; the model is loaded before the first request."""
     import demo
 
-    app = demo.build_demo(bundle, max_batch_size=8)
-    app.engine.load()
+    app = demo.build_demo(bundle, max_batch_size=8, load=True)
     demo.launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     atexit.register(app.close)
     return app.local_url, app

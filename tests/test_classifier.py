@@ -12,7 +12,7 @@ from model.bundle import CONFIG_FILE, BundleConfig, load_keras_model, weights_ha
 from model.images import load_image
 from model.network import WeightsUnavailableError, build_model, preprocessing_layer, resolve_weights
 from model.predict import load_classifier
-from tests.conftest import TINY_LABELS, TINY_SIZE
+from tests.conftest import TINY_LABELS, TINY_SIZE, classifier_options
 from tests.imagegen import random_rgb, write_bad_images, write_good_images
 
 
@@ -72,7 +72,7 @@ def test_bad_files_get_an_error_and_the_rest_a_label(tiny_classifier, tmp_path):
 
 def test_save_load_round_trip_gives_identical_outputs(tiny_bundle, tiny_classifier, tmp_path):
     x = np.stack([random_rgb(i, (TINY_SIZE, TINY_SIZE)) for i in range(4)]).astype(np.float32)
-    again = load_classifier(tiny_bundle)
+    again = load_classifier(tiny_bundle, **classifier_options())
     np.testing.assert_array_equal(again.forward(x), tiny_classifier.forward(x))
     assert again.labels == TINY_LABELS and again.input_size == TINY_SIZE
     assert again.model_version == weights_hash(again.model) == BundleConfig.read(tiny_bundle).model_version

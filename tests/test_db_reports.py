@@ -18,11 +18,11 @@ VERSION = "abc123def456"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def sessions(request, tmp_path):
-    from db.migrate import ensure_schema
+    from db.migrate import upgrade
     from db.session import session_factory
 
     url, schema = database_url_for(request.param, tmp_path)
-    ensure_schema(url)
+    upgrade(url)
     yield session_factory(url)
     if schema:
         drop_pg_schema(schema)
@@ -87,7 +87,7 @@ def test_reusable_results_only_successes_of_same_version(sessions):
 
 
 def test_reports(sessions):
-    from db.reports import find_job, job_predictions, job_summary, list_jobs
+    from db.queries import find_job, job_predictions, job_summary, list_jobs
 
     with sessions() as session, session.begin():
         _job(session)

@@ -8,15 +8,17 @@ import os
 import pytest
 
 import demo
+from model.card import card_markdown
+from worker.allowed_roots import allowed_roots, resolve_folder
 
 
 def test_resolve_folder_accepts_folders_inside_a_root(tmp_path):
     root = tmp_path / "data"
     (root / "photos" / "a").mkdir(parents=True)
-    roots = demo.allowed_roots(f"{root}{os.pathsep}{tmp_path / 'other'}")
-    assert demo.resolve_folder(str(root / "photos"), roots) == (root / "photos").resolve()
-    assert demo.resolve_folder("photos/a", roots) == (root / "photos" / "a").resolve()  # relative to a root
-    assert demo.resolve_folder(str(root), roots) == root.resolve()
+    roots = allowed_roots(f"{root}{os.pathsep}{tmp_path / 'other'}")
+    assert resolve_folder(str(root / "photos"), roots) == (root / "photos").resolve()
+    assert resolve_folder("photos/a", roots) == (root / "photos" / "a").resolve()  # relative to a root
+    assert resolve_folder(str(root), roots) == root.resolve()
 
 
 @pytest.mark.parametrize("folder, message", [
@@ -35,9 +37,9 @@ def test_resolve_folder_refuses_everything_else(tmp_path, folder, message):
     (root / "escape").symlink_to(tmp_path / "secrets", target_is_directory=True)
     (root / "notes.txt").write_text("x")
     with pytest.raises(ValueError, match=message):
-        demo.resolve_folder(folder, demo.allowed_roots(str(root)))
+        resolve_folder(folder, allowed_roots(str(root)))
     with pytest.raises(ValueError, match="No folders"):
-        demo.resolve_folder("photos", [])
+        resolve_folder("photos", [])
 
 
 def test_payload_source():
@@ -54,12 +56,14 @@ def test_verdict_says_not_sure_below_the_threshold():
 
 
 def test_model_card_and_missing_bundle(tmp_path, tiny_bundle):
-    missing = demo.Engine(tmp_path / "nope").missing()
+    missing = demo.model_problem(tmp_path / "nope")
     assert "No model bundle" in missing and "--model" in missing
-    text = demo.model_card_markdown(tiny_bundle, None)
+    assert demo.model_problem(tiny_bundle) is None
+    text = card_markdown(tiny_bundle)
     assert "apple, banana, cherry" in text and "tiny test set" in text
     app = demo.build_demo(tmp_path / "nope")  # builds (and would serve) with a clear notice, not a traceback
-    assert app.engine.missing()
+    (card,) = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "model-card"]
+    assert "not available" in card.value and "No model bundle" in card.value
 
 
 def test_examples_ship_with_their_license():

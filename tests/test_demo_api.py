@@ -65,68 +65,79 @@ def test_predict_endpoint_gives_the_top_k_without_a_heatmap(client, tiny_classif
         assert "Cannot use this image" in verdict and not (label or {}).get("confidences"), kind
 
 
-def test_concurrent_requests_all_succeed_and_share_forward_passes(client, tiny_classifier, tiny_bundle, tmp_path):
+def test_concurrent_requests_all_succeed_and_share_forward_passes(client, tiny_classifier, tmp_path, monkeypatch):
     from gradio_client import handle_file
 
-    _, app = running_demo(tiny_bundle)
+    from model.gradcam import GradCAM
+
+    batch_sizes: list[int] = []  # what the server's one forward pass per batch saw (it runs in this process)
+    explain = GradCAM.explain
+
+    def counted(self, batch, class_ids=None):
+        batch_sizes.append(len(batch))
+        return explain(self, batch, class_ids)
+
+    monkeypatch.setattr(GradCAM, "explain", counted)
     paths = write_good_images(tmp_path, 8, seed=10)
-    app.engine.batch_sizes.clear()
     jobs = [client.submit(handle_file(str(p)), api_name="/classify") for p in paths]
     results = [job.result(timeout=120) for job in jobs]
     expected = tiny_classifier.predict(paths, top_k=5)
     assert [r[0]["label"] for r in results] == [e.label for e in expected]
-    assert sum(app.engine.batch_sizes) == 8
-    assert max(app.engine.batch_sizes) > 1  # at least one forward pass served several requests
+    assert sum(batch_sizes) == 8
+    assert max(batch_sizes) > 1  # at least one forward pass served several requests
 
 
-def test_batch_tab_degrades_without_a_broker(client, monkeypatch, tmp_path):
+@pytest.fixture(scope="module")
+def configured_demo(tiny_bundle, tmp_path_factory):
+    """A second server, on settings of its own: no reachable broker, one folder open to batch jobs, small limits."""
     import demo
+    from settings import Settings
+    from tests.demo_server import free_port
 
-    monkeypatch.setattr(demo, "broker_ready", lambda: False)
-    root = tmp_path / "root"
+    root = tmp_path_factory.mktemp("allowed-root")
     write_good_images(root / "photos", 1)
-    monkeypatch.setattr(demo, "allowed_roots", lambda spec: [root.resolve()])
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", demo_allowed_roots=str(root),
+                        demo_session_capacity=3, demo_max_file_size="100kb")
+    app = demo.build_demo(tiny_bundle, max_batch_size=8, settings=settings)
+    demo.launch(app, settings, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                quiet=True)
+    yield app
+    app.close()
+
+
+def test_batch_tab_degrades_without_a_broker(configured_demo):
+    from gradio_client import Client
+
+    client = Client(configured_demo.local_url, verbose=False, download_files=False)
     message, job_id, _ = client.predict("photos", False, api_name="/submit_job")
     assert "no task broker" in message and job_id == ""
     message, job_id, _ = client.predict("/etc", False, api_name="/submit_job")
     assert "not inside a folder open to batch jobs" in message
 
 
-def test_plain_rest_calls_and_the_limits_the_server_keeps(tiny_bundle, tiny_classifier, monkeypatch, tmp_path):
+def test_plain_rest_calls_and_the_limits_the_server_keeps(configured_demo, tiny_classifier, tmp_path):
     """The README's curl recipe (image inline as a data URL, no session), and the memory it may cost: each such
     call makes a Gradio session, and only DEMO_SESSION_CAPACITY of them are kept. Uploads obey DEMO_MAX_FILE_SIZE."""
     import base64
 
     import httpx
 
-    import demo
-    from settings import get_settings
-    from tests.demo_server import free_port
-
-    monkeypatch.setenv("DEMO_SESSION_CAPACITY", "3")
-    monkeypatch.setenv("DEMO_MAX_FILE_SIZE", "100kb")
-    get_settings.cache_clear()
-    app = demo.build_demo(tiny_bundle, max_batch_size=8)
-    try:
-        demo.launch(app, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-        url = app.local_url.rstrip("/")
-        image = write_good_images(tmp_path, 1)[0]
-        mime = "image/png" if image.suffix == ".png" else "image/jpeg"
-        data = {"url": f"data:{mime};base64,{base64.b64encode(image.read_bytes()).decode()}",
-                "meta": {"_type": "gradio.FileData"}}
-        expected = tiny_classifier.predict([image])[0].label
-        with httpx.Client(timeout=120) as http:
-            for _ in range(8):
-                event_id = http.post(f"{url}/gradio_api/call/predict", json={"data": [data]}).json()["event_id"]
-                reply = http.get(f"{url}/gradio_api/call/predict/{event_id}").text
-                assert "event: complete" in reply and f'"label": "{expected}"' in reply
-        assert 1 <= len(app.state_holder.session_data) <= 3
-        # An upload over DEMO_MAX_FILE_SIZE is refused before it reaches the model.
-        big = tmp_path / "big.jpg"
-        big.write_bytes(image.read_bytes() + bytes(200_000))
-        with open(big, "rb") as f:
-            refused = httpx.post(f"{url}/gradio_api/upload", files={"files": (big.name, f)}, timeout=60)
-        assert refused.status_code == 413, refused.text
-    finally:
-        app.close()
-        get_settings.cache_clear()
+    app = configured_demo
+    url = app.local_url.rstrip("/")
+    image = write_good_images(tmp_path, 1)[0]
+    mime = "image/png" if image.suffix == ".png" else "image/jpeg"
+    data = {"url": f"data:{mime};base64,{base64.b64encode(image.read_bytes()).decode()}",
+            "meta": {"_type": "gradio.FileData"}}
+    expected = tiny_classifier.predict([image])[0].label
+    with httpx.Client(timeout=120) as http:
+        for _ in range(8):
+            event_id = http.post(f"{url}/gradio_api/call/predict", json={"data": [data]}).json()["event_id"]
+            reply = http.get(f"{url}/gradio_api/call/predict/{event_id}").text
+            assert "event: complete" in reply and f'"label": "{expected}"' in reply
+    assert 1 <= len(app.state_holder.session_data) <= 3
+    # An upload over DEMO_MAX_FILE_SIZE is refused before it reaches the model.
+    big = tmp_path / "big.jpg"
+    big.write_bytes(image.read_bytes() + bytes(200_000))
+    with open(big, "rb") as f:
+        refused = httpx.post(f"{url}/gradio_api/upload", files={"files": (big.name, f)}, timeout=60)
+    assert refused.status_code == 413, refused.text

@@ -35,11 +35,9 @@ def test_heatmaps_and_overlay_shapes():
 
 
 def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, tmp_path, monkeypatch):
-    from model.runtimes import onnx_file_name
-    from settings import get_settings
+    from model.onnx_cache import onnx_file_name
 
-    monkeypatch.setenv("RUNTIME_CACHE_DIR", str(tmp_path / "user-cache"))  # never ~/.cache
-    get_settings.cache_clear()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the shared cache folder: never ~/.cache
     batch = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     version = tiny_classifier.model_version
     on_tf = GradCAM(tiny_classifier.model)
@@ -55,4 +53,3 @@ def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, t
     np.testing.assert_allclose(maps_onnx, maps_tf, atol=1e-3)
     # The twin of a loaded classifier runs where the classifier runs (TensorFlow in the test settings).
     assert GradCAM.for_classifier(tiny_classifier).runtime == tiny_classifier.runtime
-    get_settings.cache_clear()

@@ -1,4 +1,4 @@
-"""Inference runtimes (model/runtimes.py): selection, the ONNX conversion cache, parity with TensorFlow.
+"""Inference runtimes (model/runtimes.py, onnx_cache.py, onnx_convert.py): selection, the conversion cache, parity.
 
 One real tf2onnx conversion runs (the tiny bundle); a copy whose logits are scaled, so that top-1 means something
 (a random-init network's probabilities are near-uniform), reuses its graph with the scaled kernel. Every cache test
@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from model import runtimes
+from model import onnx_cache, onnx_convert, runtimes
 from model.bundle import BundleConfig
 from tests.conftest import TINY_LABELS, TINY_SIZE
 from tests.imagegen import write_good_images
@@ -26,15 +26,10 @@ pytest.importorskip("tf2onnx")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_settings(tmp_path, monkeypatch):
-    """No test writes to ~/.cache, and each sees the environment it sets."""
-    from settings import get_settings
-
-    monkeypatch.setenv("RUNTIME_CACHE_DIR", str(tmp_path / "user-cache"))
+def _isolated_cache(tmp_path, monkeypatch):
+    """No test writes to ~/.cache: the shared cache folder's default is under this test's tmp_path."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.delenv("INFERENCE_THREADS", raising=False)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 # -- selection --------------------------------------------------------------------------------------------
@@ -48,13 +43,12 @@ def test_auto_picks_onnx_when_installed_and_tf_otherwise(monkeypatch):
 
 
 def test_explicit_names_aliases_and_the_setting(monkeypatch):
-    from settings import get_settings
+    from settings import Settings
 
     assert [runtimes.resolve_runtime(n) for n in ("tf", "TensorFlow", "onnx", " ORT ", "onnxruntime")] == [
         "tf", "tf", "onnx", "onnx", "onnx"]
-    monkeypatch.setenv("RUNTIME", "tf")
-    get_settings.cache_clear()
-    assert runtimes.resolve_runtime(None) == "tf"
+    monkeypatch.setenv("RUNTIME", "ORT")  # what an entry point passes on to the core
+    assert runtimes.resolve_runtime(Settings().classifier_options()["runtime"]) == "onnx"
 
 
 def test_unknown_runtime_is_a_clear_error():
@@ -79,12 +73,12 @@ def test_onnx_requested_but_not_installed_is_a_clear_error(monkeypatch, tiny_bun
 def test_threads_follow_cpu_affinity_unless_set(monkeypatch):
     import os
 
-    from settings import get_settings
+    from settings import Settings
 
     assert runtimes.inference_threads() == len(os.sched_getaffinity(0))
+    assert runtimes.inference_threads(Settings().classifier_options()["threads"]) == len(os.sched_getaffinity(0))
     monkeypatch.setenv("INFERENCE_THREADS", "3")
-    get_settings.cache_clear()
-    assert runtimes.inference_threads() == 3
+    assert runtimes.inference_threads(Settings().classifier_options()["threads"]) == 3
 
 
 # -- real conversions and parity ----------------------------------------------------------------------------
@@ -107,7 +101,7 @@ def onnx_tiny(tf_tiny, tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("onnx-tiny")
     clf = Classifier(tf_tiny.model, tf_tiny.config, runtime="onnx", cache_dir=cache)
-    return clf, cache / runtimes.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
+    return clf, cache / onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +133,7 @@ def peaked(tf_tiny, onnx_tiny, tmp_path_factory):
     # TensorFlow eagerly: the same maths as the tf.function runtime without paying for a second trace
     tf_clf = Classifier(model, config, forward_fn=lambda batch: np.asarray(model(batch, training=False)))
     tf_clf.runtime = "tf"
-    return tf_clf, onnx_clf, cache / runtimes.onnx_file_name(config.model_version, TINY_SIZE)
+    return tf_clf, onnx_clf, cache / onnx_cache.onnx_file_name(config.model_version, TINY_SIZE)
 
 
 def _assert_parity(tf_clf, onnx_clf, images) -> np.ndarray:
@@ -164,18 +158,15 @@ def test_load_classifier_auto_converts_beside_the_bundle(tiny_bundle, tmp_path, 
     import shutil
 
     from model.predict import load_classifier
-    from settings import get_settings
 
-    monkeypatch.setenv("RUNTIME", "auto")
-    get_settings.cache_clear()
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     good = onnx_tiny[1].read_bytes()
     calls = _count_conversions(monkeypatch, good)
-    clf = load_classifier(bundle)
+    clf = load_classifier(bundle, runtime="auto")
     assert clf.runtime == "onnx"
     files = sorted(p.name for p in bundle.glob("model-*"))
-    name = runtimes.onnx_file_name(clf.model_version, TINY_SIZE)
+    name = onnx_cache.onnx_file_name(clf.model_version, TINY_SIZE)
     assert files == [name, name + ".json"]
     assert calls == [1]
 
@@ -189,7 +180,7 @@ def _count_conversions(monkeypatch, data: bytes, delay: float = 0.0) -> list[int
         time.sleep(delay)
         return data
 
-    monkeypatch.setattr(runtimes, "convert_to_onnx", fake_convert)
+    monkeypatch.setattr(onnx_convert, "convert_to_onnx", fake_convert)
     return calls
 
 
@@ -205,7 +196,7 @@ def cached(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
 
 def _session(tf_clf, folder, version: str | None = None):
     runtimes.ensure_onnx_session(tf_clf.model, TINY_SIZE, version or tf_clf.model_version, folder)
-    return folder / runtimes.onnx_file_name(version or tf_clf.model_version, TINY_SIZE)
+    return folder / onnx_cache.onnx_file_name(version or tf_clf.model_version, TINY_SIZE)
 
 
 def test_second_load_does_not_convert(cached, tf_tiny, tmp_path):
@@ -269,11 +260,12 @@ def test_concurrent_loads_convert_once(onnx_tiny, tf_tiny, tmp_path, monkeypatch
 def test_read_only_bundle_falls_back_to_the_cache_dir(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
     bundle = tmp_path / "read-only-bundle"
     bundle.mkdir()
-    real_writable = runtimes._writable
-    monkeypatch.setattr(runtimes, "_writable", lambda f: f != bundle and real_writable(f))
+    real_writable = onnx_cache.writable
+    monkeypatch.setattr(onnx_cache, "writable", lambda f: f != bundle and real_writable(f))
     _count_conversions(monkeypatch, onnx_tiny[1].read_bytes())
-    runtimes.ensure_onnx_session(tf_tiny.model, TINY_SIZE, tf_tiny.model_version, bundle)
-    name = runtimes.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
+    runtimes.ensure_onnx_session(tf_tiny.model, TINY_SIZE, tf_tiny.model_version, bundle,
+                                 shared_cache_dir=tmp_path / "user-cache")
+    name = onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
     assert not (bundle / name).exists() and (tmp_path / "user-cache" / name).is_file()
 
 

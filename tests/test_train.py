@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from model.predict import load_classifier
+from tests.conftest import classifier_options
 
 CLASSES = {"red": (200, 30, 30), "green": (30, 180, 40), "blue": (30, 40, 200)}
 
@@ -63,7 +64,7 @@ def test_training_writes_every_output(run):
 
 def test_extra_classes_are_dropped_from_the_saved_model(run):
     out, _ = run
-    clf = load_classifier(out / "bundle")
+    clf = load_classifier(out / "bundle", **classifier_options())
     assert clf.labels == sorted(CLASSES) and clf.model.outputs[0].shape[-1] == 3
 
 
@@ -88,7 +89,7 @@ def test_evaluate_rejects_unknown_classes(run, tmp_path):
     (tmp_path / "durian").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "durian" / "a.png")
     with pytest.raises(ValueError, match="durian"):
-        evaluate(load_classifier(out / "bundle"), tmp_path)
+        evaluate(load_classifier(out / "bundle", **classifier_options()), tmp_path)
 
 
 def test_refuses_to_overwrite_a_run_without_resume(run):

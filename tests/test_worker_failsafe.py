@@ -15,11 +15,11 @@ FILES = [["/f/a.jpg", "h1"], ["/f/b.jpg", "h2"], ["/f/c.jpg", None]]
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db(request, tmp_path):
-    from db.migrate import ensure_schema
+    from db.migrate import upgrade
     from db.session import session_factory
 
     url, schema = database_url_for(request.param, tmp_path)
-    ensure_schema(url)
+    upgrade(url)
     sessions = session_factory(url)
     with sessions() as session, session.begin():
         crud.upsert_model(session=session, version=VERSION, labels=["apple"], input_size=32)

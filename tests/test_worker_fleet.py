@@ -115,7 +115,7 @@ def _submit(fleet, folder: Path, cwd: Path, *args: str) -> str:
 
 
 def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, monkeypatch):
-    from worker.submit import job_progress
+    from worker.progress import job_progress
 
     command = " ".join(["celery", *compose_worker_command()[1:]])
     assert f"`{command}`" in (ROOT / "README.md").read_text()
@@ -137,21 +137,15 @@ def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, m
     line = status.stdout.splitlines()[0]
     assert line == "1 worker online · 0 chunks queued, 0 in flight · no running jobs", status.stdout
 
-    import demo
-    from settings import get_settings
+    from demo_batch import fleet_markdown
 
-    for key in ("REDIS_URL", "DATABASE_URL"):
-        monkeypatch.setenv(key, fleet.env[key])
-    get_settings.cache_clear()
-    try:
-        assert demo.fleet_markdown() == f"**Fleet:** {line}"  # the Batch tab shows the same line
-    finally:
-        get_settings.cache_clear()
+    # the Batch tab shows the same line
+    assert fleet_markdown(fleet.env["REDIS_URL"], fleet.env["DATABASE_URL"]) == f"**Fleet:** {line}"
 
 
 def test_redis_killed_mid_job_then_resume(fleet, redis_server, tmp_path):
     """Redis without persistence dies with SIGKILL while a job is queued: `--resume` finishes it, one row each."""
-    from worker.submit import job_progress
+    from worker.progress import job_progress
 
     images = write_good_images(tmp_path / "in", 24, seed=100)
     children = _paused(fleet.worker, signal.SIGSTOP)
@@ -178,8 +172,8 @@ def test_redis_killed_mid_job_then_resume(fleet, redis_server, tmp_path):
 
 def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path):
     """`celery purge` empties the queue mid-job; `--resume` run twice while the chunk a worker held also runs."""
+    from worker.progress import job_progress
     from worker.status import queue_length
-    from worker.submit import job_progress
 
     images = write_good_images(tmp_path / "in", 20, seed=200)
     children = _paused(fleet.worker, signal.SIGSTOP)
@@ -210,7 +204,7 @@ def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path):
 def test_task_that_cannot_import_its_pipeline_fails_the_job(redis_server, tiny_bundle, tmp_path):
     """Every image still gets a row (the error), the job ends failed with the reason, `--wait` exits 1."""
     from worker.failsafe import recent_worker_errors
-    from worker.submit import job_progress
+    from worker.progress import job_progress
 
     appdir = tmp_path / "app"
     appdir.mkdir()

@@ -17,6 +17,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from db.migrate import upgrade
 from db.models import Prediction
 from tests.batchutil import (
     WorkerProcess,
@@ -38,6 +39,7 @@ def fleet(request, tiny_bundle, tmp_path_factory):
     flush_test_redis()
     tmp = tmp_path_factory.mktemp(f"fleet-{request.param}")
     url, schema = database_url_for(request.param, tmp)
+    upgrade(url)  # what an entry point does; the worker does it too, when it starts
     queue = f"test-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(f"w-{request.param}", queue=queue, database_url=url, model_dir=str(tiny_bundle),
                            log_dir=tmp, cwd=tmp)
@@ -66,7 +68,7 @@ def _rows(url, job_id):
 
 
 def test_folder_job_end_to_end(fleet, tmp_path):
-    from db.reports import job_summary
+    from db.queries import job_summary
     from db.session import session_factory
 
     images = write_good_images(tmp_path / "in", 24)

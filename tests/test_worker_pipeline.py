@@ -12,9 +12,12 @@ from tests.batchutil import ROOT
 from tests.imagegen import write_bad_images, write_good_images
 
 
-def test_importing_the_worker_does_not_import_tensorflow():
-    code = ("import sys, worker, worker.celery_app, worker.tasks, worker.submit, worker.status, worker.dev, db.report; "
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+def test_importing_the_worker_does_not_import_tensorflow_nor_read_settings():
+    code = ("import sys, worker, worker.celery_app, worker.tasks, worker.submit, worker.progress, worker.status, "
+            "worker.dev, db.report, db.migrate, db.session; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
+            "from settings import get_settings; assert get_settings.cache_info().currsize == 0, 'settings read'; "
+            "assert worker.celery_app.app.conf.broker_url == get_settings().redis_url")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
@@ -69,7 +72,7 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier):
     from sqlalchemy import select
 
     from db import crud
-    from db.migrate import ensure_schema
+    from db.migrate import upgrade
     from db.models import Prediction
     from db.session import session_factory
     from worker.pipeline import classify_items, hash_files, process_chunk
@@ -85,7 +88,7 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier):
     assert all(r["error"] and r["label"] is None for r in rows[5:])
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    ensure_schema(url)
+    upgrade(url)
     sessions = session_factory(url)
     with sessions() as session, session.begin():
         crud.upsert_model(session=session, version=tiny_classifier.model_version, labels=tiny_classifier.labels,

@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from model.predict import BATCH_SIZE
 from train.data import class_dirs, list_files
-
-BATCH_SIZE = 32
 
 
 def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None) -> dict:
@@ -50,8 +50,9 @@ def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None) -> d
             bar.update(len(chunk))
     for path, err in skipped:
         print(f"skipped {path}: {err}", file=sys.stderr)
-    out_dir = out_dir or Path(_tmpdir())
-    summary = write_evaluation(out_dir, np.asarray(y_true), np.concatenate(probs), classifier.labels, paths)
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:  # without out_dir the files are not kept
+        summary = write_evaluation(out_dir or Path(scratch), np.asarray(y_true), np.concatenate(probs),
+                                   classifier.labels, paths)
     summary["skipped"] = len(skipped)
     summary["model_version"] = classifier.model_version
     return summary
@@ -83,12 +84,6 @@ def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: l
     return summary
 
 
-def _tmpdir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="evaluate-")
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.strip().split("\n")[0])
     p.add_argument("--model", required=True, help="model bundle folder (or 'imagenet')")
@@ -99,8 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from model.predict import load_classifier
+    from settings import get_settings
 
-    classifier = load_classifier(args.model, runtime=args.runtime)
+    options = get_settings().classifier_options()
+    classifier = load_classifier(args.model, **{**options, "runtime": args.runtime or options["runtime"]})
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def prepare_run(args: argparse.Namespace) -> Path:
+    """The run folder: new, or an interrupted one to `--resume`."""
+    run = Path(args.out or f"runs/{Path(args.data).resolve().name}-densenet121-{args.input_size}")
+    if run.exists() and any(run.iterdir()) and not args.resume:
+        sys.exit(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+"""## Data: scan the folders, decode every image once (parallel threads), keep it in memory"""
+
+
+@dataclass
+class Data:
+    classes: list[str]  # the dataset's classes: the saved model's labels
+    labels: list[str]  # the classes trained on: `classes`, then any extra ones
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    val_paths: list[str]
+    card: dict  # what the model card says about the data
+
+
+def load_data(args: argparse.Namespace) -> Data:
+    """Train and val arrays; images of `--extra-data` join the training set as extra classes."""
+    classes, train_split, val_split = scan_dataset(Path(args.data), args.val_split, args.seed)
+    labels = list(classes)
+    x_train, y_train, _ = decode_split(train_split, args.input_size)
+    if args.extra_data:
+        extra_classes, extra_train, extra_val = scan_dataset(args.extra_data, args.val_split, args.seed)
+        x_extra, y_extra, _ = decode_split(extra_train, args.input_size)
+        x_extra2, y_extra2, _ = decode_split(extra_val, args.input_size)
+        offset = len(labels)
+        labels += [f"extra:{c}" for c in extra_classes]
+        x_train = np.concatenate([x_train, x_extra, x_extra2])
+        y_train = np.concatenate([y_train, y_extra + offset, y_extra2 + offset])
+    x_val, y_val, val_paths = decode_split(val_split, args.input_size)
+    print(f"{len(x_train)} train images, {len(x_val)} val images, {len(classes)} classes"
+          + (f" (+{len(labels) - len(classes)} extra classes for feature learning)" if len(labels) > len(classes)
+             else ""))
+    card = {"dataset": str(Path(args.data).resolve().name),
+            "extra_data": Path(args.extra_data).resolve().name if args.extra_data else None,
+            "classes": classes, "train_counts": train_split.counts(classes), "val_counts": val_split.counts(classes)}
+    return Data(classes, labels, x_train, y_train, x_val, y_val, [str(p) for p in val_paths], card)
+
+
+"""## Input pipeline: tf.data with cache, shuffle, parallel augmentation and prefetch"""
+
+
+def make_datasets(data: Data, args: argparse.Namespace):
+    """(train dataset, val dataset or None, steps per epoch); one-hot labels, class weights per sample."""
+    import tensorflow as tf
+
+    n_classes = len(data.labels)
+    cw = class_weights(data.y_train, n_classes, args.class_weight)
+    onehot = np.eye(n_classes, dtype=np.float32)
+    train_ds = make_train_dataset(data.x_train, onehot[data.y_train], cw[data.y_train], args.batch_size, args.seed)
+    val_ds = make_eval_dataset(data.x_val, onehot[data.y_val], args.batch_size) if len(data.x_val) else None
+    return train_ds, val_ds, int(tf.data.experimental.cardinality(train_ds))
+
+
+"""## Model: DenseNet121 + new head; from scratch, or two phases on pretrained weights"""
+
+
 def cosine_schedule(lr: float, total_steps: int, warmup_steps: int):
     import keras
 
@@ -78,7 +144,7 @@ def compile_model(model, lr, weight_decay: float, label_smoothing: float, run_ea
     )
 
 
-def callbacks(run: Path, phase: str, resume: bool, verbose: int) -> list:
+def callbacks(run: Path, phase: str, resume: bool) -> list:
     import keras
 
     return [
@@ -89,6 +155,49 @@ def callbacks(run: Path, phase: str, resume: bool, verbose: int) -> list:
         keras.callbacks.CSVLogger(str(run / "history.csv"), append=resume or phase != "1"),
         keras.callbacks.TerminateOnNaN(),
     ]
+
+
+def fit(model, train_ds, val_ds, steps: int, run: Path, args: argparse.Namespace, pretrained: bool) -> None:
+    """From scratch: one phase on a warm-up + cosine schedule. Pretrained: the head on a frozen base, then
+    the top blocks fine-tuned at a low learning rate (the keras-io transfer-learning recipe)."""
+    common = dict(x=train_ds, validation_data=val_ds, verbose=1 if sys.stdout.isatty() else 2)
+    if not pretrained:
+        compile_model(model, cosine_schedule(args.lr, steps * args.epochs, steps), args.weight_decay,
+                      args.label_smoothing, args.run_eagerly)
+        model.fit(epochs=args.epochs, callbacks=callbacks(run, "1", args.resume), **common)
+        return
+    head_epochs = min(args.head_epochs, args.epochs)
+    phase1_done = run / "phase1.weights.h5"
+    if phase1_done.exists():
+        model.load_weights(phase1_done)
+    else:
+        freeze_base(model, frozen=True)  # phase 1: train only the new head
+        compile_model(model, args.lr, args.weight_decay, args.label_smoothing, args.run_eagerly)
+        model.fit(epochs=head_epochs, callbacks=callbacks(run, "1", args.resume), **common)
+        model.save_weights(phase1_done)
+    freeze_base(model, frozen=False, from_block=args.fine_tune_from)  # phase 2
+    compile_model(model, args.fine_tune_lr, args.weight_decay, args.label_smoothing, args.run_eagerly)
+    if args.epochs > head_epochs:
+        model.fit(epochs=args.epochs, initial_epoch=head_epochs, callbacks=callbacks(run, "2", True), **common)
+
+
+def freeze_base(model, frozen: bool, from_block: str = "") -> None:
+    """Freeze the whole DenseNet base, or unfreeze it from `from_block` on (BatchNorm layers stay frozen)."""
+    import keras
+
+    from model.network import base_of
+
+    base = base_of(model)
+    base.trainable = not frozen
+    if frozen:
+        return
+    unfrozen = False
+    for layer in base.layers:
+        unfrozen = unfrozen or layer.name.startswith(from_block)
+        layer.trainable = unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+"""## Export: the saved model keeps only the dataset's classes"""
 
 
 def export_model(trained, n_keep: int, input_size: int, dropout: float, pretrained: bool):
@@ -106,113 +215,61 @@ def export_model(trained, n_keep: int, input_size: int, dropout: float, pretrain
     return final
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    data_dir = Path(args.data)
-    run = Path(args.out or f"runs/{data_dir.resolve().name}-densenet121-{args.input_size}")
-    if run.exists() and any(run.iterdir()) and not args.resume:
-        sys.exit(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
-    verbose = 1 if sys.stdout.isatty() else 2
 
-    """## Data: scan the folders, decode every image once (parallel threads), keep it in memory"""
-    from model.network import resolve_weights
+"""## Evaluate the exported model through the same prediction API the demo and workers use; save the bundle"""
 
-    weights = resolve_weights(args.weights)  # a missing local file fails here, before any work
-    classes, train_split, val_split = scan_dataset(data_dir, args.val_split, args.seed)
-    all_labels = list(classes)
-    x_train, y_train, _ = decode_split(train_split, args.input_size)
-    if args.extra_data:
-        extra_classes, extra_train, extra_val = scan_dataset(args.extra_data, args.val_split, args.seed)
-        x_extra, y_extra, _ = decode_split(extra_train, args.input_size)
-        x_extra2, y_extra2, _ = decode_split(extra_val, args.input_size)
-        offset = len(all_labels)
-        all_labels += [f"extra:{c}" for c in extra_classes]
-        x_train = np.concatenate([x_train, x_extra, x_extra2])
-        y_train = np.concatenate([y_train, y_extra + offset, y_extra2 + offset])
-    x_val, y_val, val_paths = decode_split(val_split, args.input_size)
-    n_classes, n_keep = len(all_labels), len(classes)
-    print(f"{len(x_train)} train images, {len(x_val)} val images, {n_keep} classes"
-          + (f" (+{n_classes - n_keep} extra classes for feature learning)" if n_classes > n_keep else ""))
 
-    """## Input pipeline: tf.data with cache, shuffle, parallel augmentation and prefetch"""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(args.seed)
-    cw = class_weights(y_train, n_classes, args.class_weight)
-    onehot = np.eye(n_classes, dtype=np.float32)
-    train_ds = make_train_dataset(x_train, onehot[y_train], cw[y_train], args.batch_size, args.seed)
-    val_ds = make_eval_dataset(x_val, onehot[y_val], args.batch_size) if len(x_val) else None
-    steps = int(tf.data.experimental.cardinality(train_ds))
-
-    """## Model: DenseNet121 + new head; from scratch, or two phases on pretrained weights"""
-    from model.network import base_of, build_model
-
-    pretrained = weights is not None
-    model = build_model(n_classes, args.input_size, weights=args.weights, dropout=args.dropout)
-    common = dict(x=train_ds, validation_data=val_ds, verbose=verbose)
-    if not pretrained:
-        compile_model(model, cosine_schedule(args.lr, steps * args.epochs, steps), args.weight_decay,
-                      args.label_smoothing, args.run_eagerly)
-        model.fit(epochs=args.epochs, callbacks=callbacks(run, "1", args.resume, verbose), **common)
-    else:
-        head_epochs = min(args.head_epochs, args.epochs)
-        phase1_done = run / "phase1.weights.h5"
-        if not phase1_done.exists():
-            base_of(model).trainable = False  # phase 1: train only the new head
-            compile_model(model, args.lr, args.weight_decay, args.label_smoothing, args.run_eagerly)
-            model.fit(epochs=head_epochs, callbacks=callbacks(run, "1", args.resume, verbose), **common)
-            model.save_weights(phase1_done)
-        else:
-            model.load_weights(phase1_done)
-        base = base_of(model)  # phase 2: fine-tune the top blocks at a low learning rate
-        base.trainable = True
-        unfrozen = False
-        for layer in base.layers:
-            unfrozen = unfrozen or layer.name.startswith(args.fine_tune_from)
-            layer.trainable = unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
-        compile_model(model, args.fine_tune_lr, args.weight_decay, args.label_smoothing, args.run_eagerly)
-        if args.epochs > head_epochs:
-            model.fit(epochs=args.epochs, initial_epoch=head_epochs,
-                      callbacks=callbacks(run, "2", True, verbose), **common)
-
-    """## Save the bundle, then evaluate it through the same prediction API the demo and workers use"""
+def evaluate_and_save(final, data: Data, run: Path, args: argparse.Namespace, pretrained: bool):
+    """metrics.json, report.txt and the confusion matrix in the run folder; then the bundle, whose card
+    carries those metrics (written once)."""
     from model.bundle import BundleConfig, save_bundle
     from model.predict import Classifier
 
-    final = export_model(model, n_keep, args.input_size, args.dropout, pretrained)
-    config = BundleConfig(labels=classes, input_size=args.input_size,
+    config = BundleConfig(labels=data.classes, input_size=args.input_size,
                           weights=args.weights if not pretrained or args.weights == "imagenet"
                           else Path(args.weights).name)
-    card = {
-        "architecture": "DenseNet121",
-        "dataset": str(data_dir.resolve().name),
-        "extra_data": Path(args.extra_data).resolve().name if args.extra_data else None,
-        "classes": classes,
-        "train_counts": train_split.counts(classes),
-        "val_counts": val_split.counts(classes),
-        "epochs": args.epochs,
-        "input_size": args.input_size,
-        "weights": config.weights,
-        "hyperparameters": {k: getattr(args, k) for k in DEFAULTS},
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
-    bundle_dir = run / "bundle"
-    config = save_bundle(final, bundle_dir, config, card)
-    classifier = Classifier(final, config)
-    probs = classifier.forward(x_val.astype(np.float32)) if len(x_val) else np.zeros((0, n_keep))
-    summary = write_evaluation(run, y_val, probs, classes, [str(p) for p in val_paths])
-    card["metrics"] = {"val": {k: summary[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}}
+    classifier = Classifier(final, config)  # in memory: TensorFlow, no conversion to cache
+    probs = (classifier.forward(data.x_val.astype(np.float32)) if len(data.x_val)
+             else np.zeros((0, len(data.classes))))
+    summary = write_evaluation(run, data.y_val, probs, data.classes, data.val_paths)
+    metrics = {"val": {k: summary[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}}
     if "groups" in summary:
-        card["metrics"]["val_by_source"] = summary["groups"]
-    save_bundle(final, bundle_dir, config, card)
+        metrics["val_by_source"] = summary["groups"]
+    card = {
+        "architecture": "DenseNet121", **data.card, "epochs": args.epochs, "input_size": args.input_size,
+        "weights": config.weights, "hyperparameters": {k: getattr(args, k) for k in DEFAULTS},
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "metrics": metrics,
+    }
+    return save_bundle(final, run / "bundle", config, card)
 
+
+"""## Report: the learning curves beside the confusion matrix"""
+
+
+def plot_history(run: Path) -> None:
     from train.plots import plot_curve, read_history
 
     history = read_history(run / "history.csv")
     plot_curve(history, "accuracy", run / "accuracy.png", "Accuracy")
     plot_curve(history, "loss", run / "loss.png", "Loss")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    import keras
+
+    from model.network import build_model, resolve_weights
+
+    args = parse_args(argv)
+    pretrained = resolve_weights(args.weights) is not None  # a missing local weights file fails here, at once
+    run = prepare_run(args)
+    data = load_data(args)
+    keras.utils.set_random_seed(args.seed)
+    train_ds, val_ds, steps = make_datasets(data, args)
+    model = build_model(len(data.labels), args.input_size, weights=args.weights, dropout=args.dropout)
+    fit(model, train_ds, val_ds, steps, run, args, pretrained)
+    final = export_model(model, len(data.classes), args.input_size, args.dropout, pretrained)
+    config = evaluate_and_save(final, data, run, args, pretrained)
+    plot_history(run)
     print(f"run folder: {run}  model_version={config.model_version}")
     return run
 

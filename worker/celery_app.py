@@ -8,13 +8,25 @@ idempotent (see db.crud), which is what makes running a chunk twice harmless.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
-from settings import get_settings
 
-_settings = get_settings()
+def _from_settings() -> dict[str, Any]:
+    # Read when Celery first needs its configuration, not at import: importing the app reads no settings.
+    from settings import get_settings
 
-app = Celery("worker", broker=_settings.redis_url, include=["worker.tasks"])
+    settings = get_settings()
+    return {
+        "broker_url": settings.redis_url,
+        # A redelivered-after-timeout chunk must be rare: chunks finish in seconds to minutes, well inside this.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+    }
+
+
+app = Celery("worker", include=["worker.tasks"])
+app.add_defaults(_from_settings)
 app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -23,8 +35,6 @@ app.conf.update(
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],
-    # A redelivered-after-timeout chunk must be rare: chunks finish in seconds to minutes, well inside this.
-    broker_transport_options={"visibility_timeout": _settings.visibility_timeout_s},
     # Children fork fast (the model loads on the first task, not at start), but a loaded machine can be slow
     # to schedule them; the 4 s default kills healthy children there.
     worker_proc_alive_timeout=60.0,

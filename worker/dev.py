@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from settings import ROOT
-from worker.submit import REDIS_HINT, broker_available
+from worker.status import REDIS_HINT, broker_available
 
 DATA = ROOT / "data"
 WORKER_PID = DATA / "worker.pid"
@@ -69,6 +69,17 @@ def worker_command(concurrency: int = 1, loglevel: str = "INFO") -> list[str]:
             "--loglevel", loglevel, "-n", "dev@%h"]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of a process (Linux /proc): a prefork worker's pool processes, which run the tasks."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def stop() -> int:
     stopped = False
     for name, pidfile in (("worker", WORKER_PID), ("redis-server", REDIS_DIR / "redis.pid")):
@@ -92,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop:
         return stop()
 
-    from db.migrate import ensure_schema
+    from db.migrate import upgrade
     from settings import get_settings
 
     settings = get_settings()
     if not ensure_redis(settings.redis_url):
         return 1
-    ensure_schema()
+    upgrade(settings.database_url)
     cmd = worker_command(args.concurrency)
     if not args.background:
         os.execv(cmd[0], cmd)

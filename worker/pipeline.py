@@ -24,6 +24,7 @@ from worker.failsafe import worker_name
 
 log = logging.getLogger(__name__)
 
+HASH_THREADS = 8  # reading files is I/O-bound: more threads than cores
 Item = Sequence[str | None]  # (absolute path, sha256 hex or None), as it travels in a task message (JSON)
 
 
@@ -59,11 +60,11 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str | None:
     return digest.hexdigest()
 
 
-def hash_files(paths: Sequence[str | os.PathLike], workers: int = 8) -> list[str | None]:
+def hash_files(paths: Sequence[str | os.PathLike]) -> list[str | None]:
     """sha256 of each file, in parallel threads (hashlib releases the GIL on large updates)."""
     if len(paths) <= 1:
         return [sha256_file(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
         return list(pool.map(sha256_file, paths))
 
 

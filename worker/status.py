@@ -15,32 +15,58 @@ from typing import Any
 WORKER_COMMAND = "celery -A worker worker --pool prefork --concurrency 1 --loglevel INFO"
 
 
+REDIS_HINT = (
+    "Start Redis with one of:\n"
+    "  make batch-up                       (local redis-server + one worker, in the background)\n"
+    "  redis-server --daemonize yes        (needs the redis-server package: apt-get install redis-server)\n"
+    "  docker compose up -d redis\n"
+    "or point REDIS_URL at a running Redis."
+)
+
+
 def _settings():
     from settings import get_settings
 
     return get_settings()
 
 
+def broker_available(timeout: float = 1.0, *, redis_url: str | None = None) -> bool:
+    """True when the Redis broker answers a PING within `timeout` seconds."""
+    import redis
+
+    url = redis_url or _settings().redis_url
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.exceptions.RedisError, OSError, ValueError):
+        return False
+
+
 def workers_online(timeout: float = 1.0, *, redis_url: str | None = None) -> list[str]:
     """Names of the workers that answer a ping ([] means queued work waits, or the broker is down)."""
-    from worker.celery_app import app
-    from worker.submit import broker_available
+    from celery import Celery
 
     redis_url = redis_url or _settings().redis_url
     if not broker_available(redis_url=redis_url):  # fast, where kombu would retry a dead broker for seconds
         return []
+    # An app of its own for this broker: the ping goes out through the app's producer pool, which would be the
+    # configured broker's even when another connection is passed.
+    probe = Celery("worker", broker=redis_url, set_as_current=False)
     try:
-        with app.connection_for_write(redis_url) as conn:
-            replies = app.control.ping(timeout=timeout, connection=conn) or []
+        replies = probe.control.ping(timeout=timeout) or []
     except Exception:  # noqa: BLE001 - an unreachable broker means no worker either
         return []
+    finally:
+        probe.close()
     return sorted(name for reply in replies for name in reply)
 
 
 def queue_length(*, redis_url: str | None = None, queue: str | None = None) -> dict[str, int] | None:
     """{'queued': chunks waiting, 'in_flight': delivered, not yet acknowledged}; None when Redis is unreachable."""
     from worker.celery_app import app
-    from worker.submit import broker_available
 
     redis_url = redis_url or _settings().redis_url
     if not broker_available(redis_url=redis_url):  # fast, where kombu would retry a dead broker for seconds
@@ -67,14 +93,15 @@ def _rate(job: dict[str, Any]) -> float | None:
 
 def running_jobs(*, database_url: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
     """Jobs not finished yet, oldest first, with their rate (images/s) added."""
-    from sqlalchemy import select
+    from sqlalchemy import inspect, select
 
-    from db.migrate import ensure_schema
     from db.models import Job, JobStatus
-    from db.reports import job_dict
-    from db.session import session_factory
+    from db.queries import job_dict
+    from db.session import get_engine, session_factory
 
-    ensure_schema(database_url)
+    database_url = database_url or _settings().database_url
+    if not inspect(get_engine(database_url)).has_table(Job.__tablename__):
+        return []  # a database no entry point has migrated yet: no job was ever submitted to it
     with session_factory(database_url)() as session:
         jobs = session.scalars(select(Job).where(Job.status.not_in(JobStatus.FINISHED))
                                .order_by(Job.created_at).limit(limit)).all()

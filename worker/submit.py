@@ -3,8 +3,8 @@
 Scans the folder, records a job and its files, reuses stored results of files whose content (sha256) was
 already classified by the same model version, sends the rest to the workers in chunks and prints the job id.
 `--resume JOB_ID` queues again the files of a job that have no row (after a lost or flushed queue).
-Python: `submit_folder(folder) -> job_id`, `resume_job(job_id) -> dict`, `job_progress(job_id) -> dict`,
-`broker_available() -> bool`.
+Python: `submit_folder(folder) -> job_id`, `resume_job(job_id) -> dict`; a job's progress is `worker.progress`,
+the broker's `worker.status.broker_available`.
 """
 
 from __future__ import annotations
@@ -12,23 +12,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from db import crud
-from db.reports import find_job, job_dict
+from db.queries import find_job
 from worker.pipeline import chunked, hash_files, scan_folder
+from worker.progress import print_summary, watch_job
+from worker.status import REDIS_HINT, broker_available
 
-REDIS_HINT = (
-    "Start Redis with one of:\n"
-    "  make batch-up                       (local redis-server + one worker, in the background)\n"
-    "  redis-server --daemonize yes        (needs the redis-server package: apt-get install redis-server)\n"
-    "  docker compose up -d redis\n"
-    "or point REDIS_URL at a running Redis."
-)
+# How a recorded job's chunks get run: (job_id, chunks, model_dir). By default they are sent to the workers.
+Send = Callable[[str, Sequence[list], str], None]
 
 
 class SubmitError(Exception):
@@ -51,26 +47,9 @@ def _redacted(url: str) -> str:
     return maybe_sanitize_url(url)
 
 
-def broker_available(timeout: float = 1.0, *, redis_url: str | None = None) -> bool:
-    """True when the Redis broker answers a PING within `timeout` seconds."""
-    import redis
-
-    url = redis_url or _settings().redis_url
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.exceptions.RedisError, OSError, ValueError):
-        return False
-
-
-def _sessions(database_url: str | None):
-    from db.migrate import ensure_schema
+def _sessions(database_url: str):
     from db.session import session_factory
 
-    ensure_schema(database_url)
     return session_factory(database_url)
 
 
@@ -98,11 +77,14 @@ def submit_folder(
     redis_url: str | None = None,
     queue: str | None = None,
     check_broker: bool = True,
+    send: Send | None = None,
 ) -> str:
     """Record a job for every image in `folder`, queue the work and return the job id.
 
-    Raises `SubmitError` for a missing folder, a folder without images or a missing model bundle, and
-    `BrokerUnavailableError` when Redis does not answer (before anything is written).
+    The database must be at the latest schema (`db.migrate.upgrade`). Raises `SubmitError` for a missing folder,
+    a folder without images or a missing model bundle, and `BrokerUnavailableError` when Redis does not answer
+    (before anything is written). `send` runs the chunks some other way than on the workers (the inline
+    benchmark); give it with `check_broker=False`.
     """
     settings = _settings()
     folder = Path(folder).expanduser()
@@ -124,7 +106,7 @@ def submit_folder(
     paths = [str(p) for p in scan.images]
     hashes = hash_files(paths)
     job_id = uuid.uuid4().hex[:16]
-    sessions = _sessions(database_url)
+    sessions = _sessions(database_url or settings.database_url)
     with sessions() as session, session.begin():
         crud.upsert_model(session=session, version=config.model_version, labels=config.labels,
                           input_size=config.input_size, source=model_dir, card=card)
@@ -142,7 +124,9 @@ def submit_folder(
         chunks = chunked(todo, chunk_size or settings.chunk_size)
         crud.refresh_job(session=session, job_id=job_id, chunks=len(chunks))
     # The job is committed before its tasks exist, so a fast worker never looks for a job it cannot see.
-    if chunks:
+    if chunks and send is not None:
+        send(job_id, chunks, model_dir)
+    elif chunks:
         _send_chunks(job_id, chunks, model_dir, redis_url=redis_url, queue=queue)
     return job_id
 
@@ -173,7 +157,7 @@ def resume_job(job_id: str, *, chunk_size: int | None = None, database_url: str 
     redis_url = redis_url or settings.redis_url
     if check_broker and not broker_available(redis_url=redis_url):
         raise BrokerUnavailableError(f"cannot reach the Redis broker at {_redacted(redis_url)}.\n{REDIS_HINT}")
-    sessions = _sessions(database_url)
+    sessions = _sessions(database_url or settings.database_url)
     with sessions() as session, session.begin():
         try:
             job = find_job(session, job_id)
@@ -191,63 +175,6 @@ def resume_job(job_id: str, *, chunk_size: int | None = None, database_url: str 
     return {"job_id": job_id, "queued": len(todo), "chunks": len(chunks)}
 
 
-def job_progress(job_id: str, *, database_url: str | None = None) -> dict[str, Any]:
-    """The job's status and counters (see `job_dict`); raises LookupError for an unknown id."""
-    sessions = _sessions(database_url)
-    with sessions() as session:
-        return job_dict(find_job(session, job_id))
-
-
-def wait_for(job_id: str, *, database_url: str | None = None, poll_s: float = 0.5, stall_s: float | None = None,
-             redis_url: str | None = None, queue: str | None = None, out=sys.stderr) -> dict:
-    """Show a progress bar until the job finishes; returns its final progress.
-
-    Whenever `stall_s` seconds pass without a new row (default: settings.stall_warning_s), it prints why the
-    job may be stuck and how to recover (`worker.status.stall_report`), then keeps waiting.
-    """
-    from tqdm import tqdm
-
-    from worker.status import stall_report
-
-    stall_s = stall_s or _settings().stall_warning_s
-    progress = job_progress(job_id, database_url=database_url)
-    last_done, last_change = progress["done"], time.monotonic()
-    with tqdm(total=progress["total"], unit="img", desc=f"job {job_id}", file=out, dynamic_ncols=True) as bar:
-        while True:
-            bar.n = progress["done"]
-            bar.set_postfix(errors=progress["errors"], reused=progress["reused"], refresh=False)
-            bar.refresh()
-            if progress["finished"]:
-                return progress
-            time.sleep(poll_s)
-            progress = job_progress(job_id, database_url=database_url)
-            stalled = time.monotonic() - last_change
-            if progress["done"] != last_done:
-                last_done, last_change = progress["done"], time.monotonic()
-            elif stalled >= stall_s:
-                bar.write(stall_report(job_id, progress, stalled, redis_url=redis_url, queue=queue), file=out)
-                last_change = time.monotonic()  # the next report after another stall_s without progress
-
-
-def print_summary(job_id: str, *, database_url: str | None = None, out=sys.stdout) -> None:
-    from db.reports import job_summary
-
-    sessions = _sessions(database_url)
-    with sessions() as session:
-        summary = job_summary(session, job_id)
-    job = summary["job"]
-    rate = job["done"] - job["reused"]
-    secs = job["elapsed_s"] or 0.0
-    print(f"job {job_id}: {job['status']}, {job['done']}/{job['total']} images in {secs:.1f} s"
-          + (f" ({rate / secs:.1f} img/s computed)" if secs and rate else ""), file=out)
-    print(f"  reused {job['reused']}, errors {job['errors']}, skipped (not images) {job['skipped']}", file=out)
-    if job["error"]:
-        print(f"  failed: {job['error']}", file=out)
-    for row in summary["labels"][:10]:
-        print(f"  {row['label']:<24} {row['count']:>7}  mean confidence {row['mean_confidence']:.3f}", file=out)
-    print(f"details: python -m db.report {job_id}", file=out)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.submit", description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", help="folder of images")
@@ -261,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.folder is None) == (args.resume is None):
         parser.error("give a folder to submit, or --resume JOB_ID")
+    from db.migrate import upgrade
+    from settings import get_settings
+
+    settings = get_settings()
+    upgrade(settings.database_url)
     try:
         if args.resume:
             resumed = resume_job(args.resume, chunk_size=args.chunk_size)
@@ -278,11 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.wait:
         return 0
     try:
-        progress = wait_for(job_id, stall_s=args.stall_after)
+        progress = watch_job(job_id, database_url=settings.database_url, redis_url=settings.redis_url,
+                             stall_s=args.stall_after or settings.stall_warning_s)
     except KeyboardInterrupt:
         print(f"\nstopped waiting; the job goes on. Check it with: python -m db.report {job_id}", file=sys.stderr)
         return 130
-    print_summary(job_id)
+    print_summary(job_id, database_url=settings.database_url)
     if progress["status"] == "failed":
         print(f"job {job_id} failed: {progress['error']}", file=sys.stderr)
         return 1

@@ -63,17 +63,15 @@ class ClassifierTask(Task):
 
                 enable_gpu_memory_growth()
                 log.info("loading classifier from %s (pid %d)", model_dir, os.getpid())
-                clf = load_classifier(model_dir)
+                clf = load_classifier(model_dir, **get_settings().classifier_options())
                 ClassifierTask._loaded = loaded = (os.getpid(), model_dir, clf)
             return loaded[2]
 
     @staticmethod
     def sessions():
-        from db.migrate import ensure_schema
         from db.session import session_factory
 
-        ensure_schema()
-        return session_factory()
+        return session_factory(get_settings().database_url)
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Out of retries or a permanent error: the chunk's images get error rows, so the job can end."""
@@ -88,6 +86,18 @@ class ClassifierTask(Task):
                                           error=error)
         except Exception:  # noqa: BLE001 - the database itself is down: Redis and the log have the reason
             log.exception("could not record the failure of job %s's chunk", job_id)
+
+
+@signals.worker_init.connect
+def _upgrade_database(**_kw) -> None:
+    # The worker's entry point: bring its database to the latest schema once, in the main process before the
+    # pool forks. A database still unreachable here is not fatal: each task retries it (TRANSIENT_ERRORS).
+    try:
+        from db.migrate import upgrade
+
+        upgrade(get_settings().database_url)
+    except Exception as exc:  # noqa: BLE001 - logged; the tasks report what still fails
+        log.warning("could not bring the database to the latest schema at start: %s: %s", type(exc).__name__, exc)
 
 
 @signals.task_unknown.connect

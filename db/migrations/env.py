@@ -16,10 +16,15 @@ if config.config_file_name is not None and not config.attributes.get("connection
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def run_migrations_offline() -> None:
-    from db.session import database_url
+def _url() -> str:
+    # The `alembic` command is an entry point of its own: without a URL from db.migrate, the settings' one.
+    from settings import get_settings
 
-    context.configure(url=database_url(config.attributes.get("url")), target_metadata=target_metadata,
+    return config.attributes.get("url") or get_settings().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_url(), target_metadata=target_metadata,
                       literal_binds=True, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
@@ -37,7 +42,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(config.attributes.get("url"))
+    engine = make_engine(_url())
     try:
         with engine.connect() as conn:
             _run(conn)

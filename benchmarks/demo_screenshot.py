@@ -1,6 +1,6 @@
 """Refresh the README picture: `demo.py` as users start it, one photo uploaded, in Debian's headless Chromium.
 
-    python -m tests.demo_screenshot [--model BUNDLE] [--image PHOTO] [--out docs/demo.png]
+    python -m benchmarks.demo_screenshot [--model BUNDLE] [--image PHOTO] [--out docs/demo.png]
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmarks.demo import Server
 from settings import ROOT, get_settings
-from tests.bench_demo import Server
 from tests.demo_server import CHROMIUM, CHROMIUM_ARGS
 
 PHOTO = ROOT / "examples" / "banana" / "grocery__Banana__Banana_001.jpg"  # a real store photo, not a studio shot

@@ -1,11 +1,11 @@
 """Benchmark the demo: HTTP latency vs the bare model call, and batched vs unbatched throughput (not a test).
 
-    python -m tests.bench_demo [--model BUNDLE | --small [--input-size 224]] [--clients 8] [--per-client 20]
+    python -m benchmarks.demo [--model BUNDLE | --small [--input-size 224]] [--clients 8] [--per-client 20]
 
 Starts `demo.py` twice in subprocesses on free ports (batched: --max-batch-size 8; unbatched: 1) and measures
   * single-request p50 latency through the HTTP API against the bare call in this process on the same image:
     `/predict` (top-k) against `Classifier.predict([path])`, `/classify` (top-k + Grad-CAM overlay, what the page
-    shows) against `Engine.classify([path])`; over plain REST (queued and direct) and gradio_client;
+    shows) against `Explainer.predict([path])`; over plain REST (queued and direct) and gradio_client;
   * images/s with N concurrent queued REST clients, batched vs unbatched, for both endpoints;
   * the forward pass's own batch-8 vs batch-1 speed-up: no server can gain more than that from batching.
 `--small` benchmarks an untrained DenseNet121 at 64x64 with 21 classes (the shipped model's shape), built in a
@@ -27,9 +27,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks.common import fresh_bundle
 from settings import ROOT, get_settings
 from tests.demo_server import free_port
-from worker.bench import fresh_bundle
 
 IMAGE = next(iter(sorted((ROOT / "examples" / "apple").glob("*.jpg"))), None)
 
@@ -188,23 +188,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image", type=Path, default=IMAGE)
     args = p.parse_args(argv)
 
-    import demo
+    from model.explain import Explainer
     from model.predict import load_classifier
 
     model = Path(args.model or get_settings().model_dir)
     if args.small or not (model / "config.json").is_file():
         model = fresh_bundle(Path(tempfile.mkdtemp(prefix="bench-demo-")) / "bundle", args.input_size, classes=21)
-    clf = load_classifier(model)
-    engine = demo.Engine(model)
+    clf = load_classifier(model, **get_settings().classifier_options())
+    engine = Explainer(model, **get_settings().classifier_options())
     engine.load()
     def bare_predict() -> None:
         clf.predict([args.image])
 
     def bare_classify() -> None:
-        engine.classify([str(args.image)], 5, 0.5)
+        engine.predict([str(args.image)])
 
     print(f"model {model} (input {clf.input_size}px, runtime {clf.runtime}), image {args.image.name}")
-    print("bare calls: Classifier.predict([path]) for /predict, Engine.classify([path]) (+ Grad-CAM overlay) for "
+    print("bare calls: Classifier.predict([path]) for /predict, Explainer.predict([path]) (+ Grad-CAM overlay) for "
           "/classify, in this process")
     # What batching can give at most: the network's own gain from one pass over 8 images instead of 8 passes.
     batch, _ = clf.preprocess([args.image] * args.clients)

@@ -1,6 +1,7 @@
-"""Report queries over stored results: pure functions of a Session returning plain dicts.
+"""Queries over stored results: pure functions of a Session returning plain dicts.
 
-Used by `python -m db.report` and importable by the demo: `list_jobs`, `job_summary`, `job_predictions`.
+Used by `python -m db.report` (the CLI that prints them), `worker.submit` and the demo: `find_job`, `job_dict`,
+`list_jobs`, `job_summary`, `job_predictions`.
 """
 
 from __future__ import annotations

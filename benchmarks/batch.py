@@ -1,0 +1,242 @@
+"""Batch throughput benchmark: `python -m benchmarks.batch [--images 512] [--input-size 224]`.
+
+On the same images and the same model, in one run, prints images per second for
+  forward   the bare compiled forward pass on pre-decoded batches (the ceiling),
+  pipeline  folder -> database: `worker.submit.submit_folder` (scan, hash, record), then decode + resize
+            overlapped with batched inference in a Celery worker process, rows written to SQLite (in this
+            process without Redis: --pipeline inline, the chunks run by the worker's own `process_chunk`),
+  naive     a per-image loop of decode + `model.predict(x[None])`,
+and their ratios. The forward pass is measured for every installed runtime (tf, onnx: model/runtimes.py);
+the pipeline and the naive loop use the default runtime (--runtime, else RUNTIME / settings.runtime) and
+Keras `model.predict` respectively. Model: --model BUNDLE, else the shipped model if present, else a fresh
+(untrained) DenseNet121 at --input-size (224 by default).
+
+--scale N adds a memory check: one job of N small generated images through one worker, whose resident memory
+(VmRSS of the process that runs the tasks) is sampled at image 1,000 and at the end; the growth is printed
+against a 50 MB budget. --images 0 runs the scale check alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.common import alive_check, bench_worker, fresh_bundle, rss_mb, write_images
+from benchmarks.runtimes import bench_forward, bench_naive, runtime_classifiers
+from settings import SHIPPED_MODEL_DIR, get_settings
+
+
+def inline_send(clf, db_url: str, batch_size: int, after_chunk: Callable[[int], None] | None = None):
+    """A `send` for `submit_folder` that runs each chunk here, through the worker's `process_chunk`."""
+    from db.session import session_factory
+    from worker.pipeline import process_chunk
+
+    sessions = session_factory(db_url)
+
+    def send(job_id: str, chunks, _model_dir: str) -> None:
+        done = 0
+        for chunk in chunks:
+            done += process_chunk(sessions=sessions, classifier=clf, job_id=job_id, items=chunk,
+                                  batch_size=batch_size)
+            if after_chunk is not None:
+                after_chunk(done)
+
+    return send
+
+
+def bench_pipeline_inline(clf, bundle: Path, folder: Path, db_url: str, batch_size: int, chunk_size: int) -> float:
+    """The submitter's and the worker's code in this process, without a broker: scan, hash, record, classify."""
+    from worker.progress import job_progress
+    from worker.submit import submit_folder
+
+    start = time.perf_counter()
+    job_id = submit_folder(folder, model_dir=bundle, database_url=db_url, chunk_size=chunk_size, check_broker=False,
+                           send=inline_send(clf, db_url, batch_size))
+    elapsed = time.perf_counter() - start
+    p = job_progress(job_id, database_url=db_url)
+    assert p["finished"] and p["errors"] == 0 and p["reused"] == 0, p
+    return p["done"] / elapsed
+
+
+def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str, chunk_size: int,
+                          log_path: Path, runtime: str | None = None) -> float:
+    """Submit the folder to a real worker process (already warmed up on other images) and time it to the end."""
+    from worker.dev import child_pids
+    from worker.progress import wait_for_job
+    from worker.submit import submit_folder
+
+    with bench_worker(bundle, db_url, log_path, runtime) as (proc, queue):
+        def run(path: Path) -> float:
+            start = time.perf_counter()
+            job_id = submit_folder(path, model_dir=bundle, database_url=db_url, queue=queue, chunk_size=chunk_size)
+            p = wait_for_job(job_id, database_url=db_url, poll_s=0.05, on_poll=alive_check(proc, log_path))
+            assert p["errors"] == 0 and p["reused"] == 0, p
+            return p["done"] / (time.perf_counter() - start)
+
+        run(warmup)  # model load and tracing happen here, not in the measurement
+        rate = run(folder)
+        kids = child_pids(proc.pid)
+        if kids:
+            print(f"  [worker process RSS {rss_mb(kids[0]):.0f} MB]", flush=True)
+        return rate
+
+
+def _scale_celery(bundle: Path, folder: Path, db_url: str, tmp: Path, chunk_size: int, runtime: str | None,
+                  mark: int, samples: dict[str, float]) -> str:
+    from worker.dev import child_pids
+    from worker.progress import wait_for_job
+    from worker.submit import submit_folder
+
+    log_path = tmp / "scale-worker.log"
+    with bench_worker(bundle, db_url, log_path, runtime) as (proc, queue):
+        alive = alive_check(proc, log_path)
+
+        def sample(p: dict) -> None:
+            alive(p)
+            kids = child_pids(proc.pid)
+            if kids and "first" not in samples and p["done"] >= mark:
+                samples["first"], samples["first_at"] = rss_mb(kids[0]), p["done"]
+
+        job_id = submit_folder(folder, model_dir=bundle, database_url=db_url, queue=queue, chunk_size=chunk_size)
+        samples["submitted"] = time.perf_counter()
+        p = wait_for_job(job_id, database_url=db_url, poll_s=0.2, on_poll=sample)
+        samples["last"], samples["last_at"] = rss_mb(child_pids(proc.pid)[0]), p["done"]
+        parent = rss_mb(proc.pid)
+        assert p["errors"] == 0, p
+    return f"worker child process (parent {parent:.0f} MB)"
+
+
+def _scale_inline(bundle: Path, folder: Path, db_url: str, chunk_size: int, runtime: str | None, batch_size: int,
+                  mark: int, samples: dict[str, float]) -> str:
+    from model.predict import load_classifier
+    from worker.submit import submit_folder
+
+    def sample(done: int) -> None:
+        if "first" not in samples and done >= mark:
+            samples["first"], samples["first_at"] = rss_mb(os.getpid()), done
+        samples["last"], samples["last_at"] = rss_mb(os.getpid()), done
+
+    clf = load_classifier(bundle, runtime=runtime)
+    run_chunks = inline_send(clf, db_url, batch_size, after_chunk=sample)
+
+    def send(*args) -> None:
+        samples["submitted"] = time.perf_counter()  # recorded: from here on the chunks run
+        run_chunks(*args)
+
+    submit_folder(folder, model_dir=bundle, database_url=db_url, chunk_size=chunk_size, check_broker=False,
+                  send=send)
+    return "this process (inline pipeline)"
+
+
+def bench_scale(n: int, input_size: int, tmp: Path, chunk_size: int, runtime: str | None, mode: str,
+                batch_size: int, budget_mb: float = 50.0) -> bool:
+    """One job of n small images; the worker's RSS at image 1,000 and at image n. True when within budget."""
+    from db.migrate import upgrade
+    from model.predict import load_classifier
+
+    bundle = fresh_bundle(tmp / f"scale-bundle-{input_size}", input_size)
+    load_classifier(bundle, runtime=runtime)  # any conversion happens here, not inside the measured worker
+    start = time.perf_counter()
+    write_images(tmp / "scale", n, size=(48, 40), seed=50_000)
+    print(f"scale check: {n} JPEGs 48x40 written in {time.perf_counter() - start:.0f} s; fresh DenseNet121 at "
+          f"{input_size}px, chunk {chunk_size}, pipeline {mode}", flush=True)
+    db_url = f"sqlite:///{tmp / 'scale.db'}"
+    upgrade(db_url)
+    samples: dict[str, float] = {}
+    start = time.perf_counter()
+    if mode == "celery":
+        who = _scale_celery(bundle, tmp / "scale", db_url, tmp, chunk_size, runtime, min(1000, n), samples)
+    else:
+        who = _scale_inline(bundle, tmp / "scale", db_url, chunk_size, runtime, batch_size, min(1000, n), samples)
+    elapsed = time.perf_counter() - samples["submitted"]
+    growth = samples["last"] - samples["first"]
+    print(f"  {n} images in {time.perf_counter() - start:.0f} s ({n / elapsed:.0f} img/s after submit); RSS of the "
+          f"{who}: {samples['first']:.0f} MB at image {samples['first_at']:.0f}, {samples['last']:.0f} MB at image "
+          f"{samples['last_at']:.0f}: growth {growth:+.1f} MB (budget {budget_mb:.0f} MB: "
+          f"{'ok' if growth <= budget_mb else 'OVER'})", flush=True)
+    return growth <= budget_mb
+
+
+def bench_throughput(args: argparse.Namespace, tmp: Path, mode: str) -> None:
+    from db.migrate import upgrade
+    from model.predict import load_classifier
+    from model.runtimes import resolve_runtime
+
+    if args.model:
+        bundle = Path(args.model)
+    elif args.input_size is None and (SHIPPED_MODEL_DIR / "config.json").is_file():
+        bundle = SHIPPED_MODEL_DIR
+    else:
+        bundle = fresh_bundle(tmp / "bundle", args.input_size or 224)
+    default = resolve_runtime(args.runtime, can_cache=True)
+    clf = load_classifier(bundle, runtime="tf")
+    paths = write_images(tmp / "images", args.images)
+    write_images(tmp / "warmup", max(args.batch_size, 8), seed=10_000)
+    db_url = f"sqlite:///{tmp / 'bench.db'}"
+    upgrade(db_url)
+
+    print(f"model {bundle} (version {clf.model_version}, {clf.input_size}px), {len(paths)} JPEGs 320x240, "
+          f"batch {args.batch_size}, chunk {args.chunk_size}, pipeline {mode} on runtime {default}, "
+          f"{len(os.sched_getaffinity(0))} cores; temp files in {tmp}", flush=True)
+    classifiers = runtime_classifiers(clf, bundle)
+    forward = {}
+    for name, runtime_clf in classifiers.items():
+        forward[name] = bench_forward(runtime_clf, paths, args.batch_size)
+        print(f"  forward {name:<6} {forward[name]:8.1f} img/s", flush=True)
+    if mode == "celery":
+        pipeline = bench_pipeline_celery(bundle, tmp / "images", tmp / "warmup", db_url, args.chunk_size,
+                                         tmp / "worker.log", runtime=default)
+    else:
+        pipeline = bench_pipeline_inline(classifiers[default], bundle, tmp / "images", db_url, args.batch_size,
+                                         args.chunk_size)
+    print(f"  pipeline ({default}) {pipeline:8.1f} img/s", flush=True)
+    naive = bench_naive(clf, paths)
+    print(f"  naive (Keras predict per image) {naive:8.1f} img/s", flush=True)
+    tf_forward = forward["tf"]
+    print("ratios vs the bare TensorFlow forward pass: "
+          + ", ".join(f"forward {n} {v / tf_forward:.2f}x" for n, v in forward.items())
+          + f", pipeline {pipeline / tf_forward:.2f}x (target 1.25x), naive {naive / tf_forward:.2f}x")
+    print(f"pipeline/forward({default}) {pipeline / forward[default]:.2f}x, pipeline/naive {pipeline / naive:.1f}x",
+          flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="bundle folder (default: the shipped model, else a fresh DenseNet121)")
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--input-size", type=int,
+                        help="benchmark a fresh DenseNet121 at this size (default: the shipped model, else 224)")
+    parser.add_argument("--batch-size", type=int, default=settings.batch_size)
+    parser.add_argument("--chunk-size", type=int, default=settings.chunk_size)
+    parser.add_argument("--pipeline", choices=["auto", "celery", "inline"], default="auto",
+                        help="auto: a real Celery worker when Redis answers, else in-process")
+    parser.add_argument("--runtime", default=settings.runtime,
+                        help="runtime of the pipeline: auto | tf | onnx (default: RUNTIME, else auto)")
+    parser.add_argument("--scale", type=int, default=0, metavar="N",
+                        help="also run one job of N small images and report the worker's memory growth")
+    parser.add_argument("--scale-input-size", type=int, default=32, help="network input size for --scale")
+    args = parser.parse_args(argv)
+
+    from worker.status import broker_available
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    mode = args.pipeline
+    if mode == "auto":
+        mode = "celery" if broker_available(redis_url=settings.redis_url) else "inline"
+    ok = True
+    if args.images > 0:
+        bench_throughput(args, tmp, mode)
+    if args.scale:
+        ok = bench_scale(args.scale, args.scale_input_size, tmp, args.chunk_size, args.runtime, mode,
+                         args.batch_size)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The demo's Batch tab: submit a server folder to the Celery workers, follow the job, read its results.
+
+The handlers are bound to one app's bundle and settings (`BatchTab`); the folder rule is
+`worker.allowed_roots`, submission `worker.submit`, progress `worker.progress`, the results `db.queries`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from model.images import ImageError, load_thumbnail
+from settings import Settings
+from worker.allowed_roots import allowed_roots, resolve_folder
+
+NO_BROKER = ("**Batch jobs are not available here:** no task broker (Redis) is reachable, so folder jobs cannot "
+             "run. Start Redis and a worker (README, *Batch classification*); the Classify tab works without them.")
+TABLE_ROWS = 500  # rows shown in the page (the CSV has them all); thumbnails for the first THUMBS
+THUMBS = 100
+
+
+def fleet_markdown(redis_url: str | None = None, database_url: str | None = None) -> str:
+    """`python -m worker.status`'s line: workers online, queue length, running jobs with progress and rate."""
+    try:
+        from worker.status import fleet_status, status_line
+    except ImportError:  # a Space may run without Celery/Redis installed at all
+        return NO_BROKER
+    return f"**Fleet:** {status_line(fleet_status(redis_url=redis_url, database_url=database_url))}"
+
+
+def thumb_html(path: str, max_pixels: int, side: int = 56) -> str:
+    """A small inline JPEG: thumbnails need no file route into the data folders."""
+    from PIL import Image
+
+    try:
+        img = Image.fromarray(load_thumbnail(path, side, max_pixels))
+    except ImageError:
+        return ""
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80)
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
+
+
+class BatchTab:
+    """The Batch tab's handlers, bound to one app's bundle and settings (read once, when the app is built)."""
+
+    def __init__(self, model_dir: Path, settings: Settings):
+        self.model_dir, self.settings = model_dir, settings
+        self.roots = allowed_roots(settings.demo_allowed_roots)
+        self.csv_dir = Path(tempfile.mkdtemp(prefix="demo-jobs-"))  # one per app; a job's CSV replaces its last
+        atexit.register(shutil.rmtree, self.csv_dir, ignore_errors=True)
+
+    def broker_ready(self) -> bool:
+        try:  # a Space may run without Celery/Redis installed at all
+            from worker.status import broker_available
+        except ImportError:
+            return False
+        return broker_available(timeout=1.0, redis_url=self.settings.redis_url)
+
+    def submit_job(self, folder: str, recursive: bool) -> tuple[str, str, Any]:
+        """Check the folder against the allow-list, then queue it; returns (message, job id, progress timer)."""
+        try:
+            real = resolve_folder(folder, self.roots)
+        except ValueError as exc:
+            return f"**Not submitted:** {exc}", "", gr.Timer(active=False)
+        if not self.broker_ready():
+            return NO_BROKER, "", gr.Timer(active=False)
+        from db.migrate import upgrade
+        from worker.submit import SubmitError, submit_folder
+
+        s = self.settings
+        upgrade(s.database_url)  # the demo is an entry point: its database is brought to the latest schema
+        try:
+            job_id = submit_folder(real, recursive=recursive, model_dir=self.model_dir, chunk_size=s.chunk_size,
+                                   database_url=s.database_url, redis_url=s.redis_url)
+        except SubmitError as exc:
+            return f"**Not submitted:** {exc}", "", gr.Timer(active=False)
+        return f"Submitted job `{job_id}` for `{real}`.", job_id, gr.Timer(active=True)
+
+    def progress(self, job_id: str) -> tuple[str, Any]:
+        """A job's progress line, and the timer switched off once the job has finished."""
+        job_id = (job_id or "").strip()
+        if not job_id:
+            return "", gr.Timer(active=False)
+        try:
+            from worker.progress import job_progress
+
+            p = job_progress(job_id, database_url=self.settings.database_url)
+        except LookupError as exc:
+            return f"{exc}", gr.Timer(active=False)
+        except Exception as exc:  # noqa: BLE001 - an unreachable database is reported in the page, not raised
+            return f"Cannot read the results database: {exc}", gr.Timer(active=False)
+        errors = f", {p['errors']:,} unreadable" if p.get("errors") else ""
+        text = (f"**Job `{p['job_id']}`: {p['status']}**, {p['done']:,} of {p['total']:,} images "
+                f"({p['fraction']:.0%}){errors}, {p['elapsed_s']:.0f} s")
+        return text, gr.Timer(active=not p["finished"])
+
+    def fleet(self) -> str:
+        """`python -m worker.status`'s line: workers online, queue length, running jobs with progress and rate."""
+        return fleet_markdown(self.settings.redis_url, self.settings.database_url)
+
+    def jobs_table(self) -> list[list]:
+        from db.migrate import upgraded_sessions
+        from db.queries import list_jobs
+
+        try:
+            with upgraded_sessions(self.settings.database_url)() as session:
+                jobs = list_jobs(session, limit=50)
+        except Exception as exc:  # noqa: BLE001
+            gr.Warning(f"Cannot read the results database: {exc}")
+            return []
+        return [[j["job_id"], j["status"], j["done"], j["total"], (j["created_at"] or "")[:19], j["folder"]]
+                for j in jobs]
+
+    def job_report(self, job_id: str) -> tuple[str, list[list], Any, Any, str | None]:
+        """Summary, results (least confident first), label counts, confidence histogram and the CSV file."""
+        import pandas as pd
+
+        empty = pd.DataFrame({"label": [], "images": []}), pd.DataFrame({"confidence": [], "images": []})
+        job_id = (job_id or "").strip()
+        if not job_id:
+            return "Enter a job id, or pick one in the jobs list.", [], *empty, None
+        from db.migrate import upgraded_sessions
+        from db.queries import job_predictions, job_summary
+        from db.report import PREDICTION_COLUMNS, write_csv
+
+        threshold = self.settings.demo_uncertain_below
+        try:
+            with upgraded_sessions(self.settings.database_url)() as session:
+                summary = job_summary(session, job_id, low_confidence_below=threshold)
+                rows = job_predictions(session, summary["job"]["job_id"])
+        except LookupError as exc:
+            return f"{exc}", [], *empty, None
+        except Exception as exc:  # noqa: BLE001
+            return f"Cannot read the results database: {exc}", [], *empty, None
+        job = summary["job"]
+        table = [[thumb_html(r["path"], self.settings.max_image_pixels) if i < THUMBS else "", r["label"] or "",
+                  None if r["confidence"] is None else round(r["confidence"], 4), r["error"] or "", r["path"]]
+                 for i, r in enumerate(rows[:TABLE_ROWS])]
+        labels = pd.DataFrame({"label": [x["label"] for x in summary["labels"]],
+                               "images": [x["count"] for x in summary["labels"]]})
+        hist = pd.DataFrame({"confidence": [f"{h['from']:.1f}-{h['to']:.1f}" for h in summary["histogram"]],
+                             "images": [h["count"] for h in summary["histogram"]]})
+        csv_path = self.csv_dir / f"job-{job['job_id']}.csv"
+        with tempfile.NamedTemporaryFile("w", dir=self.csv_dir, suffix=".tmp", newline="", delete=False) as f:
+            write_csv(None, rows, PREDICTION_COLUMNS, f)
+        os.replace(f.name, csv_path)  # a concurrent download of the same job never reads a half-written file
+        more = f" The table shows the first {TABLE_ROWS:,}; the CSV has all." if len(rows) > TABLE_ROWS else ""
+        text = (f"**Job `{job['job_id']}`: {job['status']}**, `{job['folder']}`: {job['done']:,} of {job['total']:,} "
+                f"images, {job['errors']:,} unreadable, {summary['low_confidence_count']:,} below {threshold:.0%} "
+                f"confidence (listed first), model `{job['model_version']}`.{more}")
+        return text, table, labels, hist, str(csv_path)
+
+
+def pick_job(evt: gr.SelectData) -> str:
+    return str((evt.row_value or [""])[0])
+
+
+def batch_tab(tab: BatchTab) -> None:
+    roots = ", ".join(f"`{r}`" for r in tab.roots) or "(none)"
+    gr.Markdown("Classify every image in a folder on the server with the Celery workers; results are stored in "
+                f"the database. Folders must be inside: {roots}.")
+    with gr.Row():
+        folder = gr.Textbox(label="Folder on the server", placeholder="a folder under an allowed root", scale=4)
+        recursive = gr.Checkbox(label="Include subfolders", scale=1)
+        submit = gr.Button("Submit job", variant="primary", scale=1)
+    status = gr.Markdown()
+    with gr.Row():
+        job_id = gr.Textbox(label="Job id", max_lines=1, scale=3)
+        show = gr.Button("Show results", scale=1)
+    progress = gr.Markdown()
+    with gr.Row():
+        fleet = gr.Markdown()
+        fleet_button = gr.Button("Fleet status", size="sm", scale=0)
+    timer = gr.Timer(2.0, active=False)
+    submit.click(tab.submit_job, [folder, recursive], [status, job_id, timer], api_name="submit_job")
+    timer.tick(tab.progress, job_id, [progress, timer], api_visibility="private")
+    timer.tick(tab.fleet, None, fleet, api_visibility="private")
+    fleet_button.click(tab.fleet, None, fleet, api_name="fleet_status")
+    with gr.Accordion("Recent jobs (click a row to pick it)", open=False):
+        refresh = gr.Button("Refresh", size="sm")
+        jobs = gr.Dataframe(headers=["job", "status", "done", "total", "created (UTC)", "folder"], interactive=False)
+    refresh.click(tab.jobs_table, None, jobs, api_name="list_jobs")
+    jobs.select(pick_job, None, job_id, api_visibility="private")
+    summary = gr.Markdown()
+    with gr.Row():
+        labels_plot = gr.BarPlot(x="label", y="images", title="Images per label")
+        hist_plot = gr.BarPlot(x="confidence", y="images", title="Confidence histogram", sort="x")
+    csv_file = gr.DownloadButton("Download CSV", value=None)
+    table = gr.Dataframe(headers=["", "label", "confidence", "error", "path"],
+                         datatype=["html", "str", "number", "str", "str"], interactive=False, max_height=600)
+    show.click(tab.job_report, job_id, [summary, table, labels_plot, hist_plot, csv_file], api_name="job_report")
+    show.click(tab.progress, job_id, [progress, timer], api_visibility="private")
