@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.bundle import SHIPPED_MODEL_DIR
 from model.images import DEFAULT_MAX_PIXELS
-from model.predict import BATCH_SIZE, TOP_K
+from model.predict import BATCH_SIZE, TOP_K, UNCERTAIN_BELOW
 from model.runtimes import AUTO
 
 __all__ = ["ROOT", "SHIPPED_MODEL_DIR", "Settings", "get_settings"]
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     demo_port: int = 7860
     demo_auth: str | None = None  # "user:pass"
     demo_allowed_roots: str = str(ROOT / "data")  # os.pathsep-separated folders the Batch tab may read
-    demo_uncertain_below: float = 0.5
+    demo_uncertain_below: float = UNCERTAIN_BELOW
     demo_max_batch_size: int = 8  # concurrent requests that share one forward pass
     demo_max_file_size: str = "20mb"  # uploads above this are refused by Gradio before they reach the model
     demo_queue_size: int = 64  # requests waiting beyond this get "queue full" instead of a long wait

@@ -183,7 +183,7 @@ def bench_throughput(args: argparse.Namespace, tmp: Path, mode: str) -> None:
     print(f"model {bundle} (version {clf.model_version}, {clf.input_size}px), {len(paths)} JPEGs 320x240, "
           f"batch {args.batch_size}, chunk {args.chunk_size}, pipeline {mode} on runtime {default}, "
           f"{len(os.sched_getaffinity(0))} cores; temp files in {tmp}", flush=True)
-    classifiers = runtime_classifiers(clf, bundle)
+    classifiers = runtime_classifiers(clf, bundle, threads=get_settings().inference_threads)
     forward = {}
     for name, runtime_clf in classifiers.items():
         forward[name] = bench_forward(runtime_clf, paths, args.batch_size)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 
-def runtime_classifiers(clf, bundle: Path) -> dict[str, object]:
+def runtime_classifiers(clf, bundle: Path, threads: int = 0) -> dict[str, object]:
     """One classifier per installed runtime on the same Keras model (a conversion, when needed, happens here)."""
     from model.predict import Classifier
     from model.runtimes import available_runtimes
@@ -19,7 +19,8 @@ def runtime_classifiers(clf, bundle: Path) -> dict[str, object]:
     out = {}
     for name in available_runtimes():
         start = time.perf_counter()
-        out[name] = Classifier(clf.model, clf.config, card=clf.card, runtime=name, cache_dir=bundle)
+        out[name] = Classifier(clf.model, clf.config, card=clf.card, runtime=name, cache_dir=bundle,
+                               threads=threads)
         print(f"  [{name}: ready in {time.perf_counter() - start:.1f} s]", flush=True)
     return out
 

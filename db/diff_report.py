@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, TextIO
 
-from db.report import _csv, _table
+from db.formats import write_csv_rows as _csv
+from db.formats import write_table_rows as _table
 
 CHANGE_COLUMNS = ["path_a", "label_a", "confidence_a", "label_b", "confidence_b", "reviewed_label", "path_b"]
 

@@ -22,15 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.session import make_engine, session_factory
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 _at_head: set[str] = set()
 _lock = threading.Lock()
 
 
 def alembic_config() -> Config:
-    ini = ROOT / "alembic.ini"  # absent from a non-editable install; it only configures logging
+    ini = HERE.parent / "alembic.ini"  # absent from a non-editable install; it only configures logging
     cfg = Config(str(ini) if ini.exists() else None)
-    cfg.set_main_option("script_location", str(ROOT / "db" / "migrations"))
+    cfg.set_main_option("script_location", str(HERE / "migrations"))
     return cfg
 
 

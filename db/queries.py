@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Job, JobStatus, Prediction
+from model.predict import UNCERTAIN_BELOW as LOW_CONFIDENCE_BELOW  # one definition, in the core
 
-LOW_CONFIDENCE_BELOW = 0.5
 HISTOGRAM_BINS = 10
 
 

@@ -14,12 +14,13 @@ A unique prefix of a job id is enough.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from db.formats import write_csv_rows as _csv
+from db.formats import write_table_rows as _table
 from db.queries import find_job, job_predictions, job_summary, list_jobs
 from db.review_queries import review_summary, with_reviews
 
@@ -27,28 +28,6 @@ JOB_COLUMNS = ["job_id", "status", "total", "done", "errors", "reused", "skipped
                "elapsed_s", "folder"]
 PREDICTION_COLUMNS = ["path", "label", "reviewed_label", "confidence", "error", "reused", "content_hash",
                       "model_version"]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _table(rows: list[dict], columns: list[str], out: TextIO) -> None:
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), file=out)
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
-
-
-def _csv(rows: list[dict], columns: list[str], out: TextIO) -> None:
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 def _summary_table(summary: dict, out: TextIO) -> None:

@@ -24,6 +24,7 @@ from model.runtimes import AUTO, configure_tf_threads, make_forward, resolve_run
 IMAGENET = "imagenet"
 TOP_K = 5  # labels per prediction
 BATCH_SIZE = 32  # images per forward pass
+UNCERTAIN_BELOW = 0.5  # a top-1 confidence under this is shown as "not sure" and listed first for review
 
 
 @dataclass

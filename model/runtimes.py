@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model import onnx_convert
 from model.onnx_cache import default_cache_dir, onnx_file_name, open_or_build
+from model.onnx_convert import ONNX_OPSET, check_parity, convert_to_onnx, converter_version
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +224,10 @@ def ensure_onnx_session(model, input_size: int, model_version: str, cache_dir: s
     folders = ([own] if own is not None else []) + [default_cache_dir(shared_cache_dir)]
 
     def build() -> tuple[bytes, object, dict]:
-        data = onnx_convert.convert_to_onnx(model, input_size)
+        data = convert_to_onnx(model, input_size)
         session = create_session(data, threads)
-        onnx_convert.check_parity(model, session, input_size)
-        return data, session, {"opset": onnx_convert.ONNX_OPSET, "converter": onnx_convert.converter_version()}
+        check_parity(model, session, input_size)
+        return data, session, {"opset": ONNX_OPSET, "converter": converter_version()}
 
     return open_or_build(onnx_file_name(model_version, input_size, variant), folders, model_version, input_size,
                          open_file=lambda path: create_session(path, threads), build=build, own_folder=own)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from db import crud
 from model.images import is_image_file
+from model.predict import BATCH_SIZE, TOP_K
 from worker.failsafe import worker_name
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def _row(path: str, content_hash: str | None, prediction) -> dict[str, Any]:
     }
 
 
-def classify_items(classifier, items: Sequence[Item], *, top_k: int = 5, batch_size: int = 32) -> list[dict]:
+def classify_items(classifier, items: Sequence[Item], *, top_k: int = TOP_K,
+                   batch_size: int = BATCH_SIZE) -> list[dict]:
     """One result row (without job fields) per item, in order; a bad image gives a row with its error.
 
     The core turns every decoding failure into a per-image error. Anything else it raises (an I/O error
@@ -120,7 +122,7 @@ def store_rows(*, session: Session, job_id: str, model_version: str, rows: Seque
 
 
 def process_chunk(*, sessions: Callable[[], Session], classifier, job_id: str, items: Sequence[Item],
-                  top_k: int = 5, batch_size: int = 32) -> int:
+                  top_k: int = TOP_K, batch_size: int = BATCH_SIZE) -> int:
     """Classify a chunk and store it with one commit; returns the number of rows written or kept."""
     with sessions() as session, session.begin():
         crud.mark_started(session=session, job_id=job_id)
