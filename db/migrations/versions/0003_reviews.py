@@ -1,19 +1,11 @@
-"""Reviews: a person's label (or "none of these") for an image of a job, linked to the prediction it judged.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2025-12-01
-"""
-
-from __future__ import annotations
+"""Reviews (revision 0003, after 0002, 2025-12-01): a person's label, or "none of these", for an image of a job,
+linked to the prediction it judged."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0003", "0002"
+branch_labels = depends_on = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
