@@ -4,6 +4,7 @@
 
 `build_demo()` reads the settings and the bundle's small JSON files: no model load, no TensorFlow import and no
 network I/O, so tests and Hugging Face Spaces can build it; `demo.demo` builds the configured app on first access.
+The Batch tab also reviews a job's results (`demo_review`) and compares two jobs (`demo_compare`).
 The classifier loads once per process: at launch, or on the first request. Classification is batched
 (`batch=True`, bounded `max_batch_size`): concurrent users share one forward pass (`model.explain`).
 """
@@ -22,6 +23,8 @@ from typing import Any
 import gradio as gr
 
 from demo_batch import BatchTab, batch_tab
+from demo_compare import CompareView, compare_view
+from demo_review import ReviewView, review_view
 from model.bundle import read_card
 from model.card import card_markdown, metrics_lines, training_plots
 from model.explain import Explainer
@@ -165,7 +168,8 @@ def build_demo(model_dir: str | os.PathLike | None = None, max_batch_size: int |
             card = f"### Model\n**The model is not available.** {problem}" if problem else card_markdown(model_dir)
             gr.Markdown(card, elem_id="model-card")
         with gr.Tab("Batch"):
-            batch_tab(BatchTab(model_dir, settings))
+            batch_tab(BatchTab(model_dir, settings), views=[functools.partial(review_view, ReviewView(settings)),
+                                                            functools.partial(compare_view, CompareView(settings))])
         with gr.Tab("Training"):
             training_tab(model_dir, read_card(model_dir))
     return app

@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,23 +86,40 @@ class BatchTab:
             return f"**Not submitted:** {exc}", "", gr.Timer(active=False)
         return f"Submitted job `{job_id}` for `{real}`.", job_id, gr.Timer(active=True)
 
-    def progress(self, job_id: str) -> tuple[str, Any]:
-        """A job's progress line, and the timer switched off once the job has finished."""
+    def _progress(self, job_id: str) -> tuple[str, bool | None]:
+        """A job's progress line, and whether it has finished (None: no job to follow, or no database)."""
         job_id = (job_id or "").strip()
         if not job_id:
-            return "", gr.Timer(active=False)
+            return "", None
         try:
             from worker.progress import job_progress
 
             p = job_progress(job_id, database_url=self.settings.database_url)
         except LookupError as exc:
-            return f"{exc}", gr.Timer(active=False)
+            return f"{exc}", None
         except Exception as exc:  # noqa: BLE001 - an unreachable database is reported in the page, not raised
-            return f"Cannot read the results database: {exc}", gr.Timer(active=False)
+            return f"Cannot read the results database: {exc}", None
         errors = f", {p['errors']:,} unreadable" if p.get("errors") else ""
         text = (f"**Job `{p['job_id']}`: {p['status']}**, {p['done']:,} of {p['total']:,} images "
                 f"({p['fraction']:.0%}){errors}, {p['elapsed_s']:.0f} s")
-        return text, gr.Timer(active=not p["finished"])
+        return text, bool(p["finished"])
+
+    def progress(self, job_id: str) -> tuple[str, Any]:
+        """A job's progress line, and the timer switched off once the job has finished."""
+        text, finished = self._progress(job_id)
+        return text, gr.Timer(active=finished is False)
+
+    def poll(self, job_id: str, always: bool = False) -> tuple:
+        """The timer's tick: the progress line and, once the job has finished, its results (so they show without
+        a click); while it runs the results on the page are left as they are. `always`: the results in any case."""
+        text, finished = self._progress(job_id)
+        report = self.job_report(job_id) if finished or always else (gr.skip(),) * 5
+        return text, gr.Timer(active=finished is False), *report
+
+    def show(self, job_id: str) -> tuple:
+        """"Show results": progress and results in one event, so that no tick of the timer it starts can overtake
+        it and be overwritten by an older reading."""
+        return self.poll(job_id, always=True)
 
     def fleet(self) -> str:
         """`python -m worker.status`'s line: workers online, queue length, running jobs with progress and rate."""
@@ -164,7 +182,23 @@ def pick_job(evt: gr.SelectData) -> str:
     return str((evt.row_value or [""])[0])
 
 
-def batch_tab(tab: BatchTab) -> None:
+def results_view() -> tuple[gr.Markdown, gr.Dataframe, gr.BarPlot, gr.BarPlot, gr.DownloadButton]:
+    """A job's results: summary, charts, CSV and table (the outputs of `BatchTab.job_report`, in its order)."""
+    summary = gr.Markdown(elem_id="job-summary")
+    # y_lim [0, None]: Gradio's plots do not start the axis at zero by themselves, so with counts of 1 and more
+    # the axis began at 1 and a class with one image showed no bar.
+    with gr.Row():
+        labels_plot = gr.BarPlot(x="label", y="images", title="Images per label", y_lim=[0, None])
+        hist_plot = gr.BarPlot(x="confidence", y="images", title="Confidence histogram", sort="x", y_lim=[0, None])
+    csv_file = gr.DownloadButton("Download CSV", value=None)
+    table = gr.Dataframe(headers=["", "label", "confidence", "error", "path"],
+                         datatype=["html", "str", "number", "str", "str"], interactive=False, max_height=600)
+    return summary, table, labels_plot, hist_plot, csv_file
+
+
+def batch_tab(tab: BatchTab, views: Sequence[Callable[[gr.Textbox], None]] = ()) -> None:
+    """The Batch tab; each of `views` (the Review and Compare views, say) adds a tab of its own beside the job's
+    results, given the job id box."""
     roots = ", ".join(f"`{r}`" for r in tab.roots) or "(none)"
     gr.Markdown("Classify every image in a folder on the server with the Celery workers; results are stored in "
                 f"the database. Folders must be inside: {roots}.")
@@ -174,28 +208,28 @@ def batch_tab(tab: BatchTab) -> None:
         submit = gr.Button("Submit job", variant="primary", scale=1)
     status = gr.Markdown()
     with gr.Row():
-        job_id = gr.Textbox(label="Job id", max_lines=1, scale=3)
+        job_id = gr.Textbox(label="Job id", max_lines=1, scale=3, elem_id="job-id")
         show = gr.Button("Show results", scale=1)
-    progress = gr.Markdown()
+    progress = gr.Markdown(elem_id="job-progress")
     with gr.Row():
         fleet = gr.Markdown()
         fleet_button = gr.Button("Fleet status", size="sm", scale=0)
-    timer = gr.Timer(2.0, active=False)
-    submit.click(tab.submit_job, [folder, recursive], [status, job_id, timer], api_name="submit_job")
-    timer.tick(tab.progress, job_id, [progress, timer], api_visibility="private")
-    timer.tick(tab.fleet, None, fleet, api_visibility="private")
-    fleet_button.click(tab.fleet, None, fleet, api_name="fleet_status")
     with gr.Accordion("Recent jobs (click a row to pick it)", open=False):
         refresh = gr.Button("Refresh", size="sm")
         jobs = gr.Dataframe(headers=["job", "status", "done", "total", "created (UTC)", "folder"], interactive=False)
+    with gr.Tabs():
+        with gr.Tab("Results"):
+            report = results_view()
+        for view in views:
+            view(job_id)
+    timer = gr.Timer(2.0, active=False)
+    submit.click(tab.submit_job, [folder, recursive], [status, job_id, timer], api_name="submit_job")
+    timer.tick(tab.poll, job_id, [progress, timer, *report], api_visibility="private")
+    timer.tick(tab.fleet, None, fleet, api_visibility="private")
+    fleet_button.click(tab.fleet, None, fleet, api_name="fleet_status")
     refresh.click(tab.jobs_table, None, jobs, api_name="list_jobs")
-    jobs.select(pick_job, None, job_id, api_visibility="private")
-    summary = gr.Markdown()
-    with gr.Row():
-        labels_plot = gr.BarPlot(x="label", y="images", title="Images per label")
-        hist_plot = gr.BarPlot(x="confidence", y="images", title="Confidence histogram", sort="x")
-    csv_file = gr.DownloadButton("Download CSV", value=None)
-    table = gr.Dataframe(headers=["", "label", "confidence", "error", "path"],
-                         datatype=["html", "str", "number", "str", "str"], interactive=False, max_height=600)
-    show.click(tab.job_report, job_id, [summary, table, labels_plot, hist_plot, csv_file], api_name="job_report")
-    show.click(tab.progress, job_id, [progress, timer], api_visibility="private")
+    show.click(tab.show, job_id, [progress, timer, *report], api_visibility="private")
+    gr.on([], tab.job_report, job_id, list(report), api_name="job_report")  # API only: the results alone
+    # Picking a job shows it at once; the timer follows it when it is still running.
+    jobs.select(pick_job, None, job_id, api_visibility="private").then(
+        tab.show, job_id, [progress, timer, *report], api_visibility="private")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmarks.common import fresh_bundle
 from settings import ROOT, get_settings
-from tests.demo_server import free_port
+from tests.helpers.processes import free_port
 
 IMAGE = next(iter(sorted((ROOT / "examples" / "apple").glob("*.jpg"))), None)
 

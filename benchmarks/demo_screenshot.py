@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.demo import Server
 from settings import ROOT, get_settings
-from tests.demo_server import CHROMIUM, CHROMIUM_ARGS
+from tests.helpers.processes import CHROMIUM, CHROMIUM_ARGS
 
 PHOTO = ROOT / "examples" / "banana" / "grocery__Banana__Banana_001.jpg"  # a real store photo, not a studio shot
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny real DenseNet121 bundle (weights=None, 32x32 input, 3 classes) and images."""
+"""Fixtures shared by every folder: the tiny real DenseNet121 bundle and its classifier, the shipped bundle, image
+files, and scratch databases (SQLite and PostgreSQL). Folder-specific fixtures live in each folder's conftest.py;
+plain helpers (used at every fixture scope) in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -6,16 +8,28 @@ import os
 
 import pytest
 
+from tests.helpers import ROOT, TINY_LABELS, TINY_SIZE
+from tests.helpers.databases import scratch_database
+from tests.helpers.images import write_bad_images, write_good_images
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests run on TensorFlow unless RUNTIME says otherwise: with "auto" every bundle a test (or a worker process it
-# starts) loads would first be converted to ONNX. tests/test_runtimes.py covers the ONNX runtime and its cache;
-# `RUNTIME=auto make test` runs the whole suite on the default runtime.
+# starts) loads would first be converted to ONNX. tests/model/test_runtimes.py covers the ONNX runtime and its
+# cache; `RUNTIME=auto make test` runs the whole suite on the default runtime.
 os.environ.setdefault("RUNTIME", "tf")
 
-TINY_LABELS = ["apple", "banana", "cherry"]
-TINY_SIZE = 32
+# A test that uses one of these builds or loads a real network, which takes seconds: it is slow whether or not
+# its module says so, so that `make test-fast` never pays for one (and a new test cannot slip into it).
+NETWORK_FIXTURES = {"tiny_bundle", "tiny_classifier"}
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if NETWORK_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
 def classifier_options() -> dict:
     """`load_classifier`'s options as the entry points take them: from the settings (so RUNTIME above)."""
     from settings import Settings
@@ -40,7 +54,46 @@ def tiny_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_classifier(tiny_bundle):
+def tiny_classifier(tiny_bundle, classifier_options):
     from model.predict import load_classifier
 
-    return load_classifier(tiny_bundle, **classifier_options())
+    return load_classifier(tiny_bundle, **classifier_options)
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle():
+    """The committed fruit model's folder: a real bundle for tests that read its files but never load the network."""
+    path = ROOT / "model" / "fruits-densenet121"
+    assert (path / "config.json").is_file() and (path / "model.keras").is_file(), path
+    return path
+
+
+@pytest.fixture
+def good_images(tmp_path):
+    """`good_images(n, folder="images", prefix="img", seed=0)`: n small distinct JPEG/PNG files in
+    tmp_path/folder (seeds seed..seed+n-1, so the same seed writes the same pixels)."""
+
+    def write(n: int, folder: str = "images", *, prefix: str = "img", seed: int = 0):
+        return write_good_images(tmp_path / folder, n, prefix=prefix, seed=seed)
+
+    return write
+
+
+@pytest.fixture
+def bad_images(tmp_path):
+    """`bad_images(folder="bad")`: one file per failure kind in tmp_path/folder, keyed by kind."""
+    return lambda folder="bad": write_bad_images(tmp_path / folder)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """A migrated, empty database of the test's own: a SQLite file, then a PostgreSQL schema (dropped after)."""
+    with scratch_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request, tmp_path):
+    """Like `database_url`, before any migration: for tests of the migrations themselves."""
+    with scratch_database(request.param, tmp_path, migrated=False) as url:
+        yield url

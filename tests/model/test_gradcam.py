@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from model.gradcam import GradCAM, class_weights, feature_maps, heatmaps, overlay
 
 
+@pytest.mark.slow
 def test_cam_probabilities_and_heatmaps(tiny_classifier):
     rng = np.random.default_rng(0)
     batch = rng.uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
@@ -23,17 +25,42 @@ def test_cam_probabilities_and_heatmaps(tiny_classifier):
     assert maps.min() >= 0 and maps.max() <= 1
 
 
-def test_heatmaps_and_overlay_shapes():
-    features = np.random.default_rng(1).normal(size=(2, 7, 7, 16)).astype(np.float32)
-    weights = np.random.default_rng(2).normal(size=(16, 4)).astype(np.float32)
-    maps = heatmaps(features, weights, [0, 3])
+def test_heatmaps_follow_planted_evidence():
+    """Each image has one feature channel lit at one place; a class's map peaks where the channels it weighs
+    positively are lit, and is all zero (ReLU, no division by zero) where there is only negative evidence."""
+    rng = np.random.default_rng(1)
+    features = rng.uniform(0, 0.05, (2, 7, 7, 16)).astype(np.float32)  # faint positive background everywhere
+    features[0, 1, 5, 3] = 2.0  # image 0: channel 3 at row 1, column 5
+    features[1, 5, 1, 8] = 2.0  # image 1: channel 8 at row 5, column 1
+    weights = np.zeros((16, 4), np.float32)
+    weights[3, 0], weights[8, 0] = 1.0, -1.0  # class 0: channel 3 for, channel 8 against
+    weights[3, 2], weights[8, 2] = -1.0, 1.0  # class 2: the reverse
+    weights[:, 1] = -0.1  # class 1: no positive evidence anywhere
+    maps = heatmaps(features, weights, [0, 2])
     assert maps.shape == (2, 7, 7) and np.isclose(maps.max(axis=(1, 2)), 1).all()
-    image = np.full((40, 60, 3), 128, np.uint8)
-    out = overlay(image, maps[0])
+    assert [np.unravel_index(m.argmax(), m.shape) for m in maps] == [(1, 5), (5, 1)]
+    swapped = heatmaps(features, weights, [2, 0])  # each image explained by the class its feature argues against
+    assert swapped[0, 1, 5] == 0 and swapped[1, 5, 1] == 0
+    assert not heatmaps(features, weights, [1, 1]).any()
+
+
+def test_overlay_blends_the_colormap_where_the_map_is():
+    """The map is stretched over the image (rows to rows, columns to columns) and blended as
+    (1 - alpha) * image + alpha * colormap(value), with the colormap computed here by matplotlib."""
+    from matplotlib import colormaps
+
+    heat = np.zeros((7, 7), np.float32)
+    heat[0, -1] = 1.0  # top right: the corner pixels of a bilinear resize keep the corner values
+    image = np.full((40, 60, 3), 128, np.uint8)  # wider than tall: a transposed map would land elsewhere
+    alpha = 0.45
+    out = overlay(image, heat, alpha=alpha)
     assert out.shape == (40, 60, 3) and out.dtype == np.uint8
-    assert not np.array_equal(out, image)
+    for (y, x), value in (((0, 59), 1.0), ((39, 0), 0.0), ((0, 0), 0.0)):
+        want = (1 - alpha) * 128 + alpha * np.array(colormaps["jet"](value)[:3]) * 255
+        np.testing.assert_allclose(out[y, x], want, atol=1.5, err_msg=f"pixel {(y, x)}")
 
 
+@pytest.mark.slow
 def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, tmp_path, monkeypatch):
     from model.onnx_cache import onnx_file_name
 

@@ -12,15 +12,10 @@ import pytest
 from PIL import Image
 
 from db.review_queries import set_review
-from tests.reviewutil import add_job, migrated_sessions, row, url_of
+from tests.helpers.databases import add_job, row, scratch_database, url_of
 from worker.pipeline import sha256_file
 
 COLOURS = {"apple": (200, 30, 30), "banana": (220, 210, 40), "cherry": (120, 10, 60)}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request, tmp_path):
-    yield from migrated_sessions(request.param, tmp_path)
 
 
 def _image(path, colour, seed):
@@ -164,13 +159,14 @@ def test_an_export_trains_a_tiny_model(tmp_path):
     """Classes of 1, 2 and 2 images: `python -m train --data EXPORT` runs one epoch and saves a bundle."""
     import json
 
+    from db.session import session_factory
     from train.train import main as train
 
-    sessions_iter = migrated_sessions("sqlite", tmp_path)
-    sessions = next(sessions_iter)
-    _photos_job(sessions, tmp_path)
-    export = tmp_path / "export"
-    assert _export(sessions, "job1", "--out", str(export))[0] == 0
+    with scratch_database("sqlite", tmp_path) as url:  # one backend is enough: the training is what is tested
+        sessions = session_factory(url)
+        _photos_job(sessions, tmp_path)
+        export = tmp_path / "export"
+        assert _export(sessions, "job1", "--out", str(export))[0] == 0
     run = train(["--data", str(export), "--weights", "none", "--input-size", "32", "--epochs", "1",
                  "--batch-size", "8", "--run-eagerly", "--out", str(tmp_path / "run")])
     card = json.loads((run / "bundle" / "card.json").read_text())

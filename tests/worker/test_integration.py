@@ -17,40 +17,29 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from db.migrate import upgrade
 from db.models import Prediction
-from tests.batchutil import (
-    WorkerProcess,
-    database_url_for,
-    drop_pg_schema,
-    flush_test_redis,
-    redis_or_skip,
-    wait_job,
-)
-from tests.imagegen import write_bad_images, write_good_images
+from tests.helpers import TINY_LABELS, assert_top1
+from tests.helpers.databases import scratch_database
+from tests.helpers.processes import WorkerProcess, wait_job
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # worker processes
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def fleet(request, tiny_bundle, tmp_path_factory):
+def fleet(request, tiny_bundle, shared_redis_url, tmp_path_factory):
     """(database_url, queue, worker, model_dir): one running worker bound to a fresh database."""
-    redis_url = redis_or_skip()
-    flush_test_redis()
     tmp = tmp_path_factory.mktemp(f"fleet-{request.param}")
-    url, schema = database_url_for(request.param, tmp)
-    upgrade(url)  # what an entry point does; the worker does it too, when it starts
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(f"w-{request.param}", queue=queue, database_url=url, model_dir=str(tiny_bundle),
-                           log_dir=tmp, cwd=tmp)
-    try:
-        worker.wait_ready()
-        yield {"url": url, "queue": queue, "worker": worker, "model_dir": str(tiny_bundle), "redis_url": redis_url,
-               "tmp": tmp}
-    finally:
-        worker.stop()
-        if schema:
-            drop_pg_schema(schema)
+    # Migrated here, as an entry point does; the worker does it too, when it starts.
+    with scratch_database(request.param, tmp) as url:
+        queue = f"test-{uuid.uuid4().hex[:8]}"
+        worker = WorkerProcess(f"w-{request.param}", queue=queue, database_url=url, model_dir=str(tiny_bundle),
+                               log_dir=tmp, cwd=tmp, redis_url=shared_redis_url)
+        try:
+            worker.wait_ready()
+            yield {"url": url, "queue": queue, "worker": worker, "model_dir": str(tiny_bundle),
+                   "redis_url": shared_redis_url, "tmp": tmp}
+        finally:
+            worker.stop()
 
 
 def _submit(fleet, folder, **kw):
@@ -67,33 +56,38 @@ def _rows(url, job_id):
         return session.scalars(select(Prediction).where(Prediction.job_id == job_id)).all()
 
 
-def test_folder_job_end_to_end(fleet, tmp_path):
+def test_folder_job_end_to_end(fleet, tmp_path, good_images, tiny_classifier):
     from db.queries import job_summary
     from db.session import session_factory
 
-    images = write_good_images(tmp_path / "in", 24)
+    images = good_images(24, "in")
     (tmp_path / "in" / "readme.txt").write_text("not an image")
-    write_good_images(tmp_path / "in" / "sub", 2, prefix="nested")  # not included without --recursive
+    good_images(2, "in/sub", prefix="nested")  # not included without --recursive
     job_id = _submit(fleet, tmp_path / "in", chunk_size=8)
     progress = wait_job(job_id, fleet["url"], timeout=180, workers=[fleet["worker"]])
 
     assert progress["status"] == "done"
     assert (progress["total"], progress["done"], progress["errors"], progress["skipped"]) == (24, 24, 0, 1)
     assert progress["chunks"] == 3
-    rows = _rows(fleet["url"], job_id)
-    assert sorted(r.path for r in rows) == sorted(str(p.resolve()) for p in images)
-    for r in rows:
-        assert r.label in {"apple", "banana", "cherry"} and 0.0 <= r.confidence <= 1.0
+    rows = {r.path: r for r in _rows(fleet["url"], job_id)}
+    assert sorted(rows) == sorted(str(p.resolve()) for p in images)
+    # What the worker stored is what the bundle gives in this process (1e-4: the parity of the runtimes, for a
+    # `RUNTIME=auto` run), and each label is the top-1 of those probabilities.
+    want = tiny_classifier.predict_probs(images)
+    for path, probs in zip(images, want, strict=True):
+        r = rows[str(path.resolve())]
         assert len(r.top_k) == 3 and r.top_k[0][0] == r.label and len(r.content_hash) == 64
+        assert dict(r.top_k) == pytest.approx(dict(zip(TINY_LABELS, probs.tolist(), strict=True)), abs=1e-4)
+    assert_top1([rows[str(p.resolve())].label for p in images], want, TINY_LABELS, atol=1e-4)
     with session_factory(fleet["url"])() as session:
         summary = job_summary(session, job_id)
     assert sum(x["count"] for x in summary["labels"]) == 24
 
 
-def test_bad_files_next_to_good_ones(fleet, tmp_path):
+def test_bad_files_next_to_good_ones(fleet, tmp_path, good_images, bad_images):
     folder = tmp_path / "mixed"
-    good = write_good_images(folder, 6)
-    bad = write_bad_images(folder)
+    good = good_images(6, "mixed")
+    bad = bad_images("mixed")
     (folder / "unreadable.png").write_bytes(b"\x89PNG")
     os.chmod(folder / "unreadable.png", 0)
     job_id = _submit(fleet, folder, chunk_size=4)
@@ -112,9 +106,9 @@ def test_bad_files_next_to_good_ones(fleet, tmp_path):
     assert progress["errors"] == len(bad) + 1
 
 
-def test_resubmitted_folder_recomputes_nothing(fleet, tmp_path):
+def test_resubmitted_folder_recomputes_nothing(fleet, tmp_path, good_images):
     folder = tmp_path / "again"
-    write_good_images(folder, 10, seed=500)
+    good_images(10, "again", seed=500)
     first = _submit(fleet, folder, chunk_size=4)
     wait_job(first, fleet["url"], timeout=120, workers=[fleet["worker"]])
     before = fleet["worker"].log().count("succeeded in")
@@ -130,18 +124,19 @@ def test_resubmitted_folder_recomputes_nothing(fleet, tmp_path):
     assert fleet["worker"].log().count("succeeded in") == before  # no task ran
 
     # One changed file: only that one is computed again.
-    write_good_images(folder, 1, seed=9999)
+    good_images(1, "again", seed=9999)
     third = _submit(fleet, folder, chunk_size=4)
     progress = wait_job(third, fleet["url"], timeout=120, workers=[fleet["worker"]])
     assert (progress["reused"], progress["done"], progress["chunks"]) == (9, 10, 1)
 
 
-def test_worker_killed_mid_job(fleet, tmp_path):
+def test_worker_killed_mid_job(fleet, tmp_path, good_images):
     """SIGKILL the process running a chunk while a second worker runs: the job completes, one row per image."""
     folder = tmp_path / "kill"
-    images = write_good_images(folder, 40, seed=1000)
+    images = good_images(40, "kill", seed=1000)
     slow = WorkerProcess("w-slow", queue=fleet["queue"], database_url=fleet["url"], model_dir=fleet["model_dir"],
-                         log_dir=fleet["tmp"], app="tests.slow_worker", extra_env={"SLOW_CHUNK_S": "2"})
+                         log_dir=fleet["tmp"], app="tests.worker.slow_worker", extra_env={"SLOW_CHUNK_S": "2"},
+                         redis_url=fleet["redis_url"])
     try:
         slow.wait_ready()
         job_id = _submit(fleet, folder, chunk_size=4)

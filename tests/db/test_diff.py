@@ -12,7 +12,7 @@ import pytest
 
 from db.diff import ERROR_LABEL, diff_jobs
 from db.review_queries import set_review
-from tests.reviewutil import add_job, migrated_sessions, row, url_of
+from tests.helpers.databases import add_job, row
 
 # name: (sha256, label from model A, label from model B); None hash: an unreadable file (an error row).
 IMAGES = {
@@ -27,11 +27,6 @@ IMAGES = {
 }
 ONLY_A = {"onlya.jpg": ("h7", "apple"), "e.jpg": ("h9", "apple")}  # e.jpg was edited between the runs...
 ONLY_B = {"onlyb.jpg": ("h8", "cherry"), "e.jpg": ("h10", "banana")}  # ...so it is another image
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request, tmp_path):
-    yield from migrated_sessions(request.param, tmp_path)
 
 
 def _rows(folder, which, extra):
@@ -107,10 +102,10 @@ def test_error_rows_show_in_the_table(sessions):
                                 "text": "no reviewed labels on these images"}
 
 
-def test_report_diff_cli(jobs, capsys):
+def test_report_diff_cli(jobs, database_url, capsys):
     from db.report import main
 
-    url = url_of(jobs)
+    url = database_url
     out = io.StringIO()
     assert main(["--diff", "joba", "jobb", "--database-url", url], out=out) == 0
     lines = out.getvalue().splitlines()

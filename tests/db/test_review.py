@@ -23,8 +23,7 @@ from db.review_queries import (
     to_review,
     with_reviews,
 )
-from tests.batchutil import database_url_for, drop_pg_schema
-from tests.reviewutil import add_job, migrated_sessions, row, url_of
+from tests.helpers.databases import add_job, row
 
 ROWS = [
     row("/f/a.jpg", "apple", 0.9),
@@ -33,11 +32,6 @@ ROWS = [
     row("/f/d.jpg", "cherry", 0.42),
     row("/f/bad.jpg", None, None, error="cannot identify image file"),
 ]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request, tmp_path):
-    yield from migrated_sessions(request.param, tmp_path)
 
 
 def _count_reviews(factory) -> int:
@@ -61,8 +55,7 @@ def _alembic(url: str, action: str, revision: str) -> None:
         engine.dispose()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_migration_up_down_up(kind, tmp_path):
+def test_migration_up_down_up(empty_database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -70,30 +63,26 @@ def test_migration_up_down_up(kind, tmp_path):
     from db.models import Base
     from db.session import get_engine, session_factory
 
-    url, schema = database_url_for(kind, tmp_path)
-    try:
-        upgrade(url)  # what every entry point does
-        engine = get_engine(url)
-        assert current_revision(url) == "0003" and "reviews" in sa.inspect(engine).get_table_names()
-        with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        add_job(session_factory(url), "job1", ROWS)
-        with session_factory(url)() as session:
-            set_review(session, "job1", "/f/b.jpg", "apple", "ann")
-            session.commit()
+    url = empty_database_url
+    upgrade(url)  # what every entry point does
+    engine = get_engine(url)
+    assert current_revision(url) == "0003" and "reviews" in sa.inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    add_job(session_factory(url), "job1", ROWS)
+    with session_factory(url)() as session:
+        set_review(session, "job1", "/f/b.jpg", "apple", "ann")
+        session.commit()
 
-        _alembic(url, "downgrade", "0002")
-        assert current_revision(url) == "0002"
-        tables = sa.inspect(engine).get_table_names()
-        assert "reviews" not in tables and {"jobs", "predictions", "job_files"} <= set(tables)
-        _alembic(url, "upgrade", "head")
-        assert current_revision(url) == "0003" and "reviews" in sa.inspect(engine).get_table_names()
-        with engine.connect() as conn:  # the results outlived the round trip; the reviews went with their table
-            assert conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == len(ROWS)
-            assert conn.execute(sa.text("SELECT count(*) FROM reviews")).scalar() == 0
-    finally:
-        if schema:
-            drop_pg_schema(schema)
+    _alembic(url, "downgrade", "0002")
+    assert current_revision(url) == "0002"
+    tables = sa.inspect(engine).get_table_names()
+    assert "reviews" not in tables and {"jobs", "predictions", "job_files"} <= set(tables)
+    _alembic(url, "upgrade", "head")
+    assert current_revision(url) == "0003" and "reviews" in sa.inspect(engine).get_table_names()
+    with engine.connect() as conn:  # the results outlived the round trip; the reviews went with their table
+        assert conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == len(ROWS)
+        assert conn.execute(sa.text("SELECT count(*) FROM reviews")).scalar() == 0
 
 
 def test_queue_progress_accuracy_and_re_review(sessions):
@@ -155,10 +144,10 @@ def test_bad_reviews_are_refused_and_write_nothing(sessions):
     assert _count_reviews(sessions) == 0
 
 
-def test_review_cli(sessions, capsys):
+def test_review_cli(sessions, database_url, capsys):
     from db.review import main
 
-    url = url_of(sessions)
+    url = database_url
     add_job(sessions, "job1", ROWS)
     out = io.StringIO()
     assert main(["job1", "--limit", "2", "--database-url", url], out=out) == 0
@@ -190,10 +179,10 @@ def test_review_cli(sessions, capsys):
     assert reviews == {"/f/b.jpg": ("apple", "ann"), "/f/d.jpg": (None, getpass.getuser())}
 
 
-def test_report_shows_reviewed_labels_and_accuracy(sessions):
+def test_report_shows_reviewed_labels_and_accuracy(sessions, database_url):
     from db.report import main
 
-    url = url_of(sessions)
+    url = database_url
     add_job(sessions, "job1", ROWS)
     with sessions() as session:
         when = datetime(2025, 12, 1, tzinfo=UTC)

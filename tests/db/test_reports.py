@@ -11,21 +11,8 @@ from sqlalchemy import func, select
 
 from db import crud
 from db.models import Base, JobStatus, Prediction
-from tests.batchutil import database_url_for, drop_pg_schema
 
 VERSION = "abc123def456"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def sessions(request, tmp_path):
-    from db.migrate import upgrade
-    from db.session import session_factory
-
-    url, schema = database_url_for(request.param, tmp_path)
-    upgrade(url)
-    yield session_factory(url)
-    if schema:
-        drop_pg_schema(schema)
 
 
 def _job(session, job_id="job1", total=4):
@@ -115,10 +102,10 @@ def test_reports(sessions):
         assert rows[1]["top_k"] == [["banana", 0.3], ["apple", 0.7]]
 
 
-def test_report_cli_formats(sessions, tmp_path):
+def test_report_cli_formats(sessions, database_url):
     from db.report import main
 
-    url = str(sessions.kw["bind"].url.render_as_string(hide_password=False))
+    url = database_url
     with sessions() as session, session.begin():
         _job(session)
         crud.insert_predictions(session=session, rows=_rows())

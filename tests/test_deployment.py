@@ -12,7 +12,7 @@ import sys
 
 import yaml
 
-from tests.batchutil import ROOT
+from tests.helpers import ROOT
 
 PROJECT = ("settings", "model", "db", "worker", "train")
 
@@ -132,17 +132,3 @@ def test_dockerfile_installs_requirements_and_settings_fields_exist():
     for svc in _compose()["services"].values():
         for key in (svc.get("environment") or {}):
             assert key in fields or key.startswith(("TF_", "POSTGRES_")), key
-
-
-def test_benchmarks_run_from_the_checkout_and_stay_out_of_the_package_and_image():
-    import tomllib
-
-    assert "benchmarks" in (ROOT / ".dockerignore").read_text().split()
-    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    assert not any(name.startswith("benchmarks") for name in include["include"])
-    makefile = (ROOT / "Makefile").read_text()
-    for module in ("benchmarks.batch", "benchmarks.demo", "benchmarks.demo_screenshot"):
-        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0 and "usage:" in done.stdout, done.stderr
-        assert module == "benchmarks.demo_screenshot" or f"-m {module}" in makefile

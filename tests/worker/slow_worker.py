@@ -1,6 +1,7 @@
 """The real Celery app for a worker that a test kills mid-chunk: every chunk first sleeps SLOW_CHUNK_S.
 
-Run as `celery -A tests.slow_worker worker ...`; the tasks, configuration and pipeline are the project's.
+Run as `celery -A tests.worker.slow_worker worker ...` from the repo root; the tasks, configuration and pipeline
+are the project's.
 """
 
 from __future__ import annotations

@@ -7,19 +7,17 @@ from sqlalchemy import select
 
 from db import crud
 from db.models import Job, JobStatus, Prediction
-from tests.batchutil import database_url_for, drop_pg_schema
 
 VERSION = "abc123def456"
 FILES = [["/f/a.jpg", "h1"], ["/f/b.jpg", "h2"], ["/f/c.jpg", None]]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path):
-    from db.migrate import upgrade
+@pytest.fixture
+def db(database_url):
+    """(url, sessions) of a migrated database holding job "j" over FILES, none of them classified yet."""
     from db.session import session_factory
 
-    url, schema = database_url_for(request.param, tmp_path)
-    upgrade(url)
+    url = database_url
     sessions = session_factory(url)
     with sessions() as session, session.begin():
         crud.upsert_model(session=session, version=VERSION, labels=["apple"], input_size=32)
@@ -27,9 +25,7 @@ def db(request, tmp_path):
                         model_version=VERSION, total=len(FILES))
         crud.record_files(session=session, job_id="j", items=FILES)
         crud.record_files(session=session, job_id="j", items=FILES[:1])  # recording again changes nothing
-    yield url, sessions
-    if schema:
-        drop_pg_schema(schema)
+    return url, sessions
 
 
 def _ok_row(path: str, h: str | None) -> dict:

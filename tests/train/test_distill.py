@@ -1,4 +1,6 @@
-"""Distillation: a tiny teacher made here, a tiny DenseNet121 student, one epoch on generated images."""
+"""Distillation: a tiny teacher made here, a tiny DenseNet121 student, one epoch on generated images.
+
+Tests that build, convert, run or train a network are slow; the refusals, views and the probe maths are quick."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_train import CLASSES, make_dataset
+from tests.helpers.images import COLOUR_CLASSES as CLASSES
+from tests.helpers.images import write_colour_dataset
 
 SIZE = 32
 
@@ -29,6 +32,7 @@ def teacher_files(tmp_path_factory):
     return folder / "tiny.keras", folder / "tiny.tflite"
 
 
+@pytest.mark.slow
 def test_converted_teacher_equals_original(teacher_files):
     from train.teachers import load_teacher
 
@@ -72,7 +76,7 @@ def distilled(tmp_path_factory, teacher_files):
     from train.distill import main
 
     root = tmp_path_factory.mktemp("distill")
-    data = make_dataset(root / "data")
+    data = write_colour_dataset(root / "data")
     common = ["--teacher", str(teacher_files[1]), "--teacher", str(teacher_files[0]), "--data", str(data / "train"),
               "--input-size", str(SIZE), "--views", "2", "--batch-size", "6", "--out", str(root / "run"),
               "--run-eagerly"]
@@ -83,6 +87,7 @@ def distilled(tmp_path_factory, teacher_files):
     return root / "run", data, cache_mtime, first_history
 
 
+@pytest.mark.slow
 def test_distill_writes_every_output(distilled, teacher_files):
     run, _, _, _ = distilled
     for name in ("densenet121_distilled.weights.h5", "history.csv", "loss.png", "card.json", "views.npz"):
@@ -99,6 +104,7 @@ def test_distill_writes_every_output(distilled, teacher_files):
     assert views["student"].shape == (36, SIZE, SIZE, 3) and views["targets"].shape == (36, 24)
 
 
+@pytest.mark.slow
 def test_resume_continues_without_running_the_teachers_again(distilled):
     run, _, cache_mtime, first_history = distilled
     rows = (run / "history.csv").read_text().splitlines()
@@ -108,6 +114,7 @@ def test_resume_continues_without_running_the_teachers_again(distilled):
     assert json.loads((run / "card.json").read_text())["epochs_done"] == 2
 
 
+@pytest.mark.slow
 def test_distilled_weights_start_the_two_phase_training(distilled, tmp_path):
     import keras
 
@@ -130,10 +137,11 @@ def test_distilled_weights_start_the_two_phase_training(distilled, tmp_path):
     assert not np.allclose(fresh.get_layer("conv1_conv").get_weights()[0], expected)
 
 
+@pytest.mark.slow
 def test_a_val_split_is_refused_as_distillation_data(tmp_path, teacher_files):
     from train.distill import main
 
-    data = make_dataset(tmp_path / "data")
+    data = write_colour_dataset(tmp_path / "data")
     with pytest.raises(ValueError, match="val/test split"):
         main(["--teacher", str(teacher_files[0]), "--data", str(data / "val"), "--out", str(tmp_path / "r")])
 
@@ -151,6 +159,7 @@ def test_softmax_probe_separates_separable_features():
     assert (shuffled(x[300:]).argmax(1) == y[300:]).mean() < 0.6  # nothing to learn from shuffled labels
 
 
+@pytest.mark.slow
 def test_probe_cli_prints_scores_per_source(distilled, capsys):
     from train.probe import main
 
@@ -165,10 +174,11 @@ def test_probe_cli_prints_scores_per_source(distilled, capsys):
     assert scores["probe_top1"] == pytest.approx((6 * scores["probe_top1[src0]"] + 3 * scores["probe_top1[src1]"]) / 9)
 
 
+@pytest.mark.slow
 def test_probe_of_a_teacher(teacher_files, tmp_path):
     from train.probe import main
 
-    data = make_dataset(tmp_path / "data")
+    data = write_colour_dataset(tmp_path / "data")
     for split in ("train", "val"):  # an unreadable file is skipped, not fatal
         (data / split / "red" / "broken.jpg").write_bytes(b"not a jpeg")
     scores = main(["--teacher", str(teacher_files[1]), "--data", str(data), "--steps", "200"])

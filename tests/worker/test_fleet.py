@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Prediction
-from tests.batchutil import CELERY, ROOT, PrivateRedis, WorkerProcess, compose_worker_command
-from tests.imagegen import write_good_images
+from tests.helpers import ROOT
+from tests.helpers.processes import CELERY, WorkerProcess, compose_worker_command
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # worker processes and a redis-server
 
 BROKEN_APP = '''"""A worker whose tasks cannot import `db`, like every worker before the project was installed."""
 import sys
@@ -36,29 +36,22 @@ from worker import app  # noqa: E402,F401
 '''
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 def _env(redis_url: str, database_url: str, model_dir) -> dict[str, str]:
     return {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url, "MODEL_DIR": str(model_dir),
             "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
 @pytest.fixture(scope="module")
-def fleet(redis_server, tiny_bundle, tmp_path_factory):
+def fleet(private_redis, tiny_bundle, tmp_path_factory):
     """The README's worker command, run from the repo root, on Redis database 0 and a SQLite file."""
     tmp = tmp_path_factory.mktemp("fleet")
     url = f"sqlite:///{tmp / 'results.db'}"
     worker = WorkerProcess("readme", database_url=url, model_dir=str(tiny_bundle), log_dir=tmp,
-                           redis_url=redis_server.url(0), argv=compose_worker_command(), cwd=ROOT)
+                           redis_url=private_redis.url(0), argv=compose_worker_command(), cwd=ROOT)
     try:
         worker.wait_ready()
-        yield SimpleNamespace(url=url, redis_url=redis_server.url(0), worker=worker,
-                              env=_env(redis_server.url(0), url, tiny_bundle))
+        yield SimpleNamespace(url=url, redis_url=private_redis.url(0), worker=worker,
+                              env=_env(private_redis.url(0), url, tiny_bundle))
     finally:
         worker.stop()
 
@@ -114,13 +107,13 @@ def _submit(fleet, folder: Path, cwd: Path, *args: str) -> str:
     return done.stdout.split()[0]
 
 
-def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, monkeypatch):
+def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, good_images):
     from worker.progress import job_progress
 
     command = " ".join(["celery", *compose_worker_command()[1:]])
     assert f"`{command}`" in (ROOT / "README.md").read_text()
     folder = tmp_path / "in"
-    images = write_good_images(folder, 10)
+    images = good_images(10, "in")
     (folder / "empty.jpg").write_bytes(b"")
     done = cli("worker.submit", str(folder), "--wait", "--chunk-size", "4", env=fleet.env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr + fleet.worker.log()[-3000:]
@@ -143,17 +136,17 @@ def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, m
     assert fleet_markdown(fleet.env["REDIS_URL"], fleet.env["DATABASE_URL"]) == f"**Fleet:** {line}"
 
 
-def test_redis_killed_mid_job_then_resume(fleet, redis_server, tmp_path):
+def test_redis_killed_mid_job_then_resume(fleet, private_redis, tmp_path, good_images):
     """Redis without persistence dies with SIGKILL while a job is queued: `--resume` finishes it, one row each."""
     from worker.progress import job_progress
 
-    images = write_good_images(tmp_path / "in", 24, seed=100)
+    images = good_images(24, "in", seed=100)
     children = _paused(fleet.worker, signal.SIGSTOP)
     try:
         job_id = _submit(fleet, tmp_path / "in", tmp_path, "--chunk-size", "2")
         _wait_until(lambda: _queued(fleet.redis_url) == 12, "12 chunks in Redis")
-        redis_server.kill()
-        redis_server.start()
+        private_redis.kill()
+        private_redis.start()
         # The queued chunks are gone; at most the one the worker had reserved comes back (Celery restores it).
         assert _queued(fleet.redis_url) <= 1
     finally:
@@ -170,12 +163,12 @@ def test_redis_killed_mid_job_then_resume(fleet, redis_server, tmp_path):
     assert (progress["status"], progress["done"], progress["total"]) == ("done", 24, 24)
 
 
-def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path):
+def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path, good_images):
     """`celery purge` empties the queue mid-job; `--resume` run twice while the chunk a worker held also runs."""
     from worker.progress import job_progress
     from worker.status import queue_length
 
-    images = write_good_images(tmp_path / "in", 20, seed=200)
+    images = good_images(20, "in", seed=200)
     children = _paused(fleet.worker, signal.SIGSTOP)
     try:
         job_id = _submit(fleet, tmp_path / "in", tmp_path, "--chunk-size", "2")
@@ -201,7 +194,7 @@ def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path):
     assert "queued 0 file(s)" in third.stderr
 
 
-def test_task_that_cannot_import_its_pipeline_fails_the_job(redis_server, tiny_bundle, tmp_path):
+def test_task_that_cannot_import_its_pipeline_fails_the_job(private_redis, tiny_bundle, tmp_path, good_images):
     """Every image still gets a row (the error), the job ends failed with the reason, `--wait` exits 1."""
     from worker.failsafe import recent_worker_errors
     from worker.progress import job_progress
@@ -209,12 +202,12 @@ def test_task_that_cannot_import_its_pipeline_fails_the_job(redis_server, tiny_b
     appdir = tmp_path / "app"
     appdir.mkdir()
     (appdir / "broken_app.py").write_text(BROKEN_APP)
-    url, redis_url = f"sqlite:///{tmp_path / 'results.db'}", redis_server.url(1)  # a database no other worker uses
+    url, redis_url = f"sqlite:///{tmp_path / 'results.db'}", private_redis.url(1)  # a database no other worker uses
     # The documented flags, started from a folder that is not the repo root.
     argv = [CELERY, "-A", "broken_app", *compose_worker_command()[3:]]
     worker = WorkerProcess("broken", database_url=url, model_dir=str(tiny_bundle), log_dir=tmp_path,
                            redis_url=redis_url, argv=argv, cwd=appdir)
-    images = write_good_images(tmp_path / "in", 6, seed=300)
+    images = good_images(6, "in", seed=300)
     try:
         worker.wait_ready()
         done = cli("worker.submit", str(tmp_path / "in"), "--wait", "--chunk-size", "4",
@@ -232,11 +225,11 @@ def test_task_that_cannot_import_its_pipeline_fails_the_job(redis_server, tiny_b
     assert "ModuleNotFoundError" in recent_worker_errors(redis_url=redis_url, job_id=job_id)[0]["error"]
 
 
-def test_wait_explains_a_stalled_job(redis_server, tiny_bundle, tmp_path):
+def test_wait_explains_a_stalled_job(private_redis, tiny_bundle, tmp_path, good_images):
     """No worker, then a lost queue: `--wait` says why it is stuck and how to recover, and keeps waiting."""
-    redis_url = redis_server.url(2)  # no worker listens here
+    redis_url = private_redis.url(2)  # no worker listens here
     env = _env(redis_url, f"sqlite:///{tmp_path / 'results.db'}", tiny_bundle)
-    write_good_images(tmp_path / "in", 3, seed=400)
+    good_images(3, "in", seed=400)
     proc = subprocess.Popen([sys.executable, "-m", "worker.submit", str(tmp_path / "in"), "--wait", "--chunk-size",
                              "1", "--stall-after", "1"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -257,7 +250,7 @@ def test_wait_explains_a_stalled_job(redis_server, tiny_bundle, tmp_path):
         assert "start one (celery -A worker worker" in out["stderr"]
         assert "--resume" not in out["stderr"]  # the chunks are still queued: nothing to resume yet
 
-        redis_server.client(2).delete("celery")  # the queue is lost
+        private_redis.client(2).delete("celery")  # the queue is lost
         _wait_until(lambda: f"python -m worker.submit --resume {job_id}" in out["stderr"], "a resume hint", 90)
         assert proc.poll() is None  # it keeps waiting
     finally:

@@ -1,4 +1,5 @@
-"""worker/: configuration, submit errors and the chunk logic as plain functions (no broker, tiny model)."""
+"""worker/: configuration, submit errors and the chunk logic as plain functions (no broker; the chunk tests run
+the tiny model, so they are slow)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import sys
 
 import pytest
 
-from tests.batchutil import ROOT
-from tests.imagegen import write_bad_images, write_good_images
+from tests.helpers import ROOT
 
 
 def test_importing_the_worker_does_not_import_tensorflow_nor_read_settings():
@@ -34,20 +34,21 @@ def test_celery_configuration():
     assert set(TRANSIENT_ERRORS) <= set(classify_chunk.autoretry_for)
 
 
-def test_scan_folder_and_hashes(tmp_path):
+def test_scan_folder_and_hashes(tmp_path, good_images):
     from worker.pipeline import hash_files, scan_folder
 
-    good = write_good_images(tmp_path, 3)
-    write_good_images(tmp_path / "sub", 2)
-    (tmp_path / "notes.txt").write_text("x")
-    (tmp_path / ".hidden.jpg").write_bytes(b"x")
-    flat = scan_folder(tmp_path)
+    folder = tmp_path / "in"
+    good = good_images(3, "in")
+    good_images(2, "in/sub")
+    (folder / "notes.txt").write_text("x")
+    (folder / ".hidden.jpg").write_bytes(b"x")
+    flat = scan_folder(folder)
     assert flat.images == [p.resolve() for p in good] and [p.name for p in flat.skipped] == ["notes.txt"]
-    assert len(scan_folder(tmp_path, recursive=True).images) == 5
-    assert hash_files([good[0], tmp_path / "missing.jpg"]) == [hashlib.sha256(good[0].read_bytes()).hexdigest(), None]
+    assert len(scan_folder(folder, recursive=True).images) == 5
+    assert hash_files([good[0], folder / "missing.jpg"]) == [hashlib.sha256(good[0].read_bytes()).hexdigest(), None]
 
 
-def test_submit_errors(tmp_path, tiny_bundle):
+def test_submit_errors(tmp_path, good_images, shipped_bundle):
     from worker.submit import BrokerUnavailableError, SubmitError, broker_available, submit_folder
 
     with pytest.raises(SubmitError, match="folder not found"):
@@ -55,19 +56,19 @@ def test_submit_errors(tmp_path, tiny_bundle):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SubmitError, match="no images"):
         submit_folder(tmp_path / "empty")
-    write_good_images(tmp_path / "imgs", 2)
+    good_images(2, "imgs")
     with pytest.raises(SubmitError, match="not a model bundle"):
         submit_folder(tmp_path / "imgs", model_dir=tmp_path)
     dead = "redis://127.0.0.1:1/0"
     assert not broker_available(timeout=0.5, redis_url=dead)
     with pytest.raises(BrokerUnavailableError, match="redis-server --daemonize yes"):
-        submit_folder(tmp_path / "imgs", model_dir=tiny_bundle, redis_url=dead,
+        submit_folder(tmp_path / "imgs", model_dir=shipped_bundle, redis_url=dead,
                       database_url=f"sqlite:///{tmp_path / 'r.db'}")
     assert not (tmp_path / "r.db").exists()  # nothing recorded for a job that could not be queued
 
 
 @pytest.mark.slow
-def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier):
+def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier, good_images, bad_images):
     """The task's logic without Celery: good and bad images of one chunk, stored twice (a redelivery)."""
     from sqlalchemy import select
 
@@ -77,8 +78,8 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier):
     from db.session import session_factory
     from worker.pipeline import classify_items, hash_files, process_chunk
 
-    good = write_good_images(tmp_path / "in", 5)
-    bad = list(write_bad_images(tmp_path / "in").values())
+    good = good_images(5, "in")
+    bad = list(bad_images("in").values())
     paths = [str(p) for p in good + bad]
     items = [[p, h] for p, h in zip(paths, hash_files(paths), strict=True)]
 
@@ -105,11 +106,11 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier):
 
 
 @pytest.mark.slow
-def test_one_failing_file_does_not_fail_its_chunk(tmp_path, tiny_classifier, monkeypatch):
+def test_one_failing_file_does_not_fail_its_chunk(good_images, tiny_classifier, monkeypatch):
     """An exception the core does not turn into an ImageError is pinned on its file, not on the chunk."""
     from worker import pipeline
 
-    good = write_good_images(tmp_path, 3)
+    good = good_images(3)
     items = [[str(p), None] for p in good]
     real = type(tiny_classifier).iter_predict
 

@@ -1,9 +1,7 @@
-"""Helpers for the batch-path tests: a real Redis database, SQLite/PostgreSQL URLs, Celery worker processes.
+"""Processes the tests start: `celery worker`s, a private `redis-server`, Chromium; and free ports for servers.
 
-Redis tests use database 14 (`TEST_REDIS_URL`) and a fresh queue name per run, and flush only that database, or a
-private `redis-server` of their own (`PrivateRedis`). PostgreSQL tests work in a schema of their own (search_path
-in the URL), dropped afterwards. Workers are started with the environment's `celery` console script, as the README
-and docker-compose start them.
+Workers are started with the environment's `celery` console script, as the README and docker-compose start them.
+Nothing here imports pytest: the demo benchmarks (benchmarks/demo*.py) use the port and Chromium helpers too.
 """
 
 from __future__ import annotations
@@ -15,79 +13,29 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-import yaml
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CELERY = str(Path(sys.executable).with_name("celery"))  # the console script, not `python -m celery`
+# Redis database 14 by default: tests flush only that one, never the database a developer's worker uses.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-TEST_PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/services.sh installs it), driven by Playwright
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def redis_or_skip() -> str:
-    from worker.status import broker_available
-
-    if not broker_available(timeout=1.0, redis_url=TEST_REDIS_URL):
-        pytest.skip(f"Redis not reachable at {TEST_REDIS_URL} (make services starts it)")
-    return TEST_REDIS_URL
-
-
-def flush_test_redis() -> None:
-    import redis
-
-    db = int(TEST_REDIS_URL.rsplit("/", 1)[-1] or 0)
-    assert db != 0, "never flush Redis database 0"
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    client.flushdb()
-    client.close()
-
-
-def postgres_schema_url(schema: str) -> str:
-    return f"{TEST_PG_URL}?options=-csearch_path%3D{schema}"
-
-
-def create_pg_schema_or_skip() -> tuple[str, str]:
-    """A new empty schema; returns (schema, url whose search_path points at it)."""
-    import sqlalchemy as sa
-
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(TEST_PG_URL)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {TEST_PG_URL}: {exc.orig}")
-    finally:
-        engine.dispose()
-    return schema, postgres_schema_url(schema)
-
-
-def drop_pg_schema(schema: str) -> None:
-    import sqlalchemy as sa
-
-    from db.session import dispose_engines
-
-    dispose_engines()
-    engine = sa.create_engine(TEST_PG_URL)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    engine.dispose()
-
-
-def database_url_for(kind: str, tmp_path: Path) -> tuple[str, str | None]:
-    """(url, pg schema or None) for 'sqlite' or 'postgres'."""
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'results.db'}", None
-    schema, url = create_pg_schema_or_skip()
-    return url, schema
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def compose_worker_command() -> list[str]:
     """docker-compose's `worker` command (the README's), with `celery` resolved to this environment's script."""
+    import yaml
+
     argv = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]["command"]
     assert argv[0] == "celery", argv
     return [CELERY, *argv[1:]]
@@ -146,10 +94,20 @@ class WorkerProcess:
         self._log.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def wait_job(job_id: str, database_url: str, timeout: float = 120.0, workers: Sequence[WorkerProcess] = ()) -> dict:
+    """`worker.progress.wait_for_job`, failing fast when one of `workers` dies and with their logs on a timeout."""
+    from worker.progress import wait_for_job
+
+    def alive(progress: dict) -> None:
+        for w in workers:
+            if not progress["finished"] and w.proc.poll() is not None:
+                raise RuntimeError(f"worker {w.name} died:\n{w.log()[-3000:]}")
+
+    try:
+        return wait_for_job(job_id, database_url=database_url, poll_s=0.2, timeout=timeout, on_poll=alive)
+    except TimeoutError as exc:
+        logs = "\n".join(w.log()[-2000:] for w in workers)
+        raise TimeoutError(f"{exc}\n{logs}") from None
 
 
 class PrivateRedis:
@@ -158,7 +116,7 @@ class PrivateRedis:
     def __init__(self, workdir: Path):
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("redis-server is not installed (make services installs it)")
+            raise FileNotFoundError("redis-server is not installed (make services installs it)")
         self.cmd = [binary, "--bind", "127.0.0.1", "--port", str(free_port()), "--save", "", "--appendonly", "no",
                     "--dir", str(workdir)]
         self.log_path = workdir / "redis.log"
@@ -197,19 +155,3 @@ class PrivateRedis:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
-
-
-def wait_job(job_id: str, database_url: str, timeout: float = 120.0, workers: Sequence[WorkerProcess] = ()) -> dict:
-    """`worker.progress.wait_for_job`, failing fast when one of `workers` dies and with their logs on a timeout."""
-    from worker.progress import wait_for_job
-
-    def alive(progress: dict) -> None:
-        for w in workers:
-            if not progress["finished"] and w.proc.poll() is not None:
-                raise RuntimeError(f"worker {w.name} died:\n{w.log()[-3000:]}")
-
-    try:
-        return wait_for_job(job_id, database_url=database_url, poll_s=0.2, timeout=timeout, on_poll=alive)
-    except TimeoutError as exc:
-        logs = "\n".join(w.log()[-2000:] for w in workers)
-        raise TimeoutError(f"{exc}\n{logs}") from None

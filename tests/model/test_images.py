@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from model.images import ImageError, load_image, load_images, load_thumbnail
-from tests.imagegen import random_rgb, write_bad_images
+from tests.helpers.images import random_rgb
 
 
 def _save(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -64,8 +64,8 @@ def test_resize_matches_pillow_bilinear():
     ("corrupt", "corrupt"),
     ("too_large", "too large"),
 ])
-def test_bad_files_give_a_clear_error(tmp_path, kind, words):
-    path = write_bad_images(tmp_path)[kind]
+def test_bad_files_give_a_clear_error(bad_images, kind, words):
+    path = bad_images()[kind]
     with pytest.raises(ImageError, match=words):
         load_image(path, size=32)
 
@@ -85,8 +85,8 @@ def test_pixel_limit_is_configurable(tmp_path):
         load_image(path, size=8, max_pixels=19_999)
 
 
-def test_load_images_keeps_order_and_reports_errors_in_place(tmp_path):
-    bad = write_bad_images(tmp_path / "bad")
+def test_load_images_keeps_order_and_reports_errors_in_place(tmp_path, bad_images):
+    bad = bad_images()
     good = tmp_path / "good.png"
     Image.fromarray(random_rgb(5)).save(good)
     out = load_images([good, bad["empty"], good, bad["truncated"]], size=16)
@@ -94,7 +94,7 @@ def test_load_images_keeps_order_and_reports_errors_in_place(tmp_path):
     np.testing.assert_array_equal(out[0], out[2])
 
 
-def test_thumbnail_keeps_the_aspect_and_reports_bad_files_like_load_image(tmp_path):
+def test_thumbnail_keeps_the_aspect_and_reports_bad_files_like_load_image(tmp_path, bad_images):
     photo = tmp_path / "wide.jpg"
     yy, xx = np.mgrid[0:600, 0:1200]
     smooth = np.stack([xx * 255 // 1199, yy * 255 // 599, (xx + yy) * 255 // 1798], axis=-1).astype(np.uint8)
@@ -107,6 +107,6 @@ def test_thumbnail_keeps_the_aspect_and_reports_bad_files_like_load_image(tmp_pa
     assert np.abs(thumb.astype(int) - np.asarray(full, dtype=int)).mean() < 3
     words = {"empty": "empty file", "not_an_image": "not an image", "truncated": "truncated", "corrupt": "corrupt",
              "too_large": "too large"}
-    for kind, path in write_bad_images(tmp_path / "bad").items():
+    for kind, path in bad_images().items():
         with pytest.raises(ImageError, match=words[kind]):
             load_thumbnail(path, 100)
