@@ -159,7 +159,7 @@ def callbacks(run: Path, phase: str, resume: bool) -> list:
 
 def fit(model, train_ds, val_ds, steps: int, run: Path, args: argparse.Namespace, pretrained: bool) -> None:
     """From scratch: one phase on a warm-up + cosine schedule. Pretrained: the head on a frozen base, then
-    the top blocks fine-tuned at a low learning rate (the keras-io transfer-learning recipe)."""
+    the top blocks fine-tuned at a low learning rate (the keras-io transfer-learning recipe), warmed up and decayed."""
     common = dict(x=train_ds, validation_data=val_ds, verbose=1 if sys.stdout.isatty() else 2)
     if not pretrained:
         compile_model(model, cosine_schedule(args.lr, steps * args.epochs, steps), args.weight_decay,
@@ -176,7 +176,9 @@ def fit(model, train_ds, val_ds, steps: int, run: Path, args: argparse.Namespace
         model.fit(epochs=head_epochs, callbacks=callbacks(run, "1", args.resume), **common)
         model.save_weights(phase1_done)
     freeze_base(model, frozen=False, from_block=args.fine_tune_from)  # phase 2
-    compile_model(model, args.fine_tune_lr, args.weight_decay, args.label_smoothing, args.run_eagerly)
+    # Warm-up then cosine here too: a fresh optimizer meeting newly unfrozen layers is where fine-tuning breaks.
+    schedule = cosine_schedule(args.fine_tune_lr, steps * max(1, args.epochs - head_epochs), steps)
+    compile_model(model, schedule, args.weight_decay, args.label_smoothing, args.run_eagerly)
     if args.epochs > head_epochs:
         model.fit(epochs=args.epochs, initial_epoch=head_epochs, callbacks=callbacks(run, "2", True), **common)
 

@@ -7,8 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.imagegen import write_good_images
-from tests.reviewutil import LABELS, row
+from tests.helpers.databases import LABELS, row
+from tests.helpers.images import write_good_images
 
 
 @dataclass
@@ -68,7 +68,7 @@ def start_demo(database_url: str, folder: Path, tmp_path: Path, auth: tuple[str,
     """The demo with no model bundle (the review needs none) and no reachable broker, serving `database_url`."""
     import demo
     from settings import Settings
-    from tests.demo_server import free_port
+    from tests.helpers.processes import free_port
 
     settings = Settings(database_url=database_url, redis_url=f"redis://127.0.0.1:{free_port()}/0",
                         demo_allowed_roots=str(folder))

@@ -8,7 +8,7 @@ import pytest
 
 from demo_batch import BatchTab
 from tests.demo.reviewapp import add_photo_job, finish_job, real_files
-from tests.reviewutil import migrated_sessions, url_of
+from tests.helpers.databases import migrated_sessions, url_of
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from PIL import Image
 from db.models import Review
 from db.review_queries import NONE_OF_THESE, set_review
 from tests.demo.reviewapp import add_photo_job, real_files, start_demo
-from tests.reviewutil import migrated_sessions, url_of
+from tests.helpers.databases import migrated_sessions, url_of
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from db.models import Review
 from demo import EXAMPLES_DIR
 from tests.demo.reviewapp import add_photo_job, finish_job, real_files, start_demo
-from tests.demo_server import CHROMIUM, CHROMIUM_ARGS
-from tests.reviewutil import migrated_sessions, url_of
+from tests.helpers.databases import migrated_sessions, url_of
+from tests.helpers.processes import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [
     pytest.mark.slow,

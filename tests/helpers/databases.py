@@ -95,3 +95,11 @@ def add_job(sessions, job_id: str, rows: list[dict[str, Any]], *, version: str =
         crud.insert_predictions(session=session, rows=[{**r, "job_id": job_id, "model_version": version}
                                                        for r in rows])
         crud.refresh_job(session=session, job_id=job_id)
+
+
+def migrated_sessions(kind: str, tmp_path: Path) -> Iterator:
+    """Sessions on a migrated 'sqlite' or 'postgres' database, for a module's fixture to yield from."""
+    from db.session import session_factory
+
+    with scratch_database(kind, tmp_path) as url:
+        yield session_factory(url)
