@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint services train-fruits ship-fruits evaluate-fruits clean
+.PHONY: venv demo test test-fast lint services distill-fruits train-fruits train-fruits-scratch ship-fruits evaluate-fruits clean
 
 # The project itself is installed editable (--no-deps: requirements pin them), so that every entry point, the
 # `celery` console script included, imports it from any working directory.
@@ -40,15 +40,33 @@ lint: venv
 ## Training the shipped model (from scratch: no ImageNet weights can be downloaded here)
 FRUITS ?= ../shared/datasets/fruits
 EXTRA ?= ../shared/datasets/grocery-other
+TEACHERS ?= ../shared/teachers
+TEACHER_FILES ?= mobilenet_v2_1.0_224_quant tf2_mobilenet_v2_1.0_224_ptq mobilenet_v1_1.0_224_quant_embedding_extractor
+DISTILL_RUN ?= runs/distill-3t-64
+FRUITS_RUN ?= runs/fruits-distilled
+
+# Step 1 (label-free): a DenseNet121 backbone learns the three ImageNet teachers' features (docs/distillation.md)
+distill-fruits: venv
+	$(BIN)/python -m train.distill $(foreach t,$(TEACHER_FILES),--teacher $(TEACHERS)/$(t).tflite) \
+	  --data $(FRUITS)/train --data $(EXTRA) --input-size 64 --views 4 --epochs 22 --out $(DISTILL_RUN) \
+	  $(if $(RESUME),--resume,)
+
+# Step 2: the fruit classifier, two-phase transfer learning from the distilled backbone
 train-fruits: venv
+	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) \
+	  --weights $(DISTILL_RUN)/densenet121_distilled.weights.h5 --input-size 64 --epochs 10 --head-epochs 2 \
+	  --fine-tune-from conv1 --fine-tune-lr 1e-4 --out $(FRUITS_RUN) $(if $(RESUME),--resume,)
+
+# The previous recipe, for comparison: DenseNet121 from scratch
+train-fruits-scratch: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
 	  --epochs 17 --out runs/fruits-64 $(if $(RESUME),--resume,)
 
 # Copy a finished run into the shipped bundle folder (model, card, curves, confusion matrix, report)
 ship-fruits:
 	mkdir -p model/fruits-densenet121
-	cp runs/fruits-64/bundle/* runs/fruits-64/history.csv runs/fruits-64/accuracy.png runs/fruits-64/loss.png \
-	  runs/fruits-64/confusion_matrix.png runs/fruits-64/report.txt runs/fruits-64/metrics.json model/fruits-densenet121/
+	cp $(FRUITS_RUN)/bundle/* $(FRUITS_RUN)/history.csv $(FRUITS_RUN)/accuracy.png $(FRUITS_RUN)/loss.png \
+	  $(FRUITS_RUN)/confusion_matrix.png $(FRUITS_RUN)/report.txt $(FRUITS_RUN)/metrics.json model/fruits-densenet121/
 
 evaluate-fruits: venv
 	$(BIN)/python -m train.evaluate --model model/fruits-densenet121 --data $(FRUITS)/val
