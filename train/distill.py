@@ -222,7 +222,7 @@ def cost_report(views: dict, teachers: list, timer, epochs: int) -> dict:
     teacher_s_per_epoch = timer.images_per_epoch / teacher_ips
     report = {
         "teacher_views_per_s": round(teacher_ips, 1),
-        "teacher_img_per_s": {t.name: round(n_views / s, 1) for t, s in zip(teachers, views["teacher_seconds"],
+        "teacher_img_per_s": {t.name: round(float(n_views / s), 1) for t, s in zip(teachers, views["teacher_seconds"],
                                                                              strict=True)},
         "student_train_img_per_s": round(student_ips, 1),
         "epoch_s": round(epoch_s, 1),
