@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,22 +31,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--weights", help="DenseNet121 backbone weights (e.g. from python -m train.distill)")
     source.add_argument("--teacher", help="a teacher file instead (.tflite/.onnx/.keras): the probe's ceiling")
     p.add_argument("--data", required=True, help="DIR/train/<class>/* and DIR/val/<class>/*")
+    p.add_argument("--out", help="with --weights: also save the probe as a model bundle (the frozen backbone and "
+                                 "the fitted linear head), usable by the demo, the workers and train.evaluate")
     for key, value in DEFAULTS.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     return p.parse_args(argv)
 
 
-def extract(split, embed, size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """Pooled features of every readable image of a split (decoded as the classifier decodes)."""
+def extract(split, embed, size: int, batch_size: int) -> tuple[np.ndarray, np.ndarray, list[Path], np.ndarray]:
+    """Pooled features of every readable image of a split (decoded as the classifier decodes), and the images."""
     from train.data import decode_split
 
     x, y, paths = decode_split(split, size)
     feats = [embed(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), y, paths
+    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), y, paths, x
 
 
-def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: int, lr: float):
-    """Full-batch multinomial logistic regression (Adam, L2) on standardized features; returns predict(x)."""
+def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: int, lr: float) -> LinearHead:
+    """Full-batch multinomial logistic regression (Adam, L2) on standardized features."""
     mean, std = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / std
     w, b = np.zeros((z.shape[1], n_classes)), np.zeros(n_classes)
@@ -61,7 +64,17 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: 
             m[i] = 0.9 * m[i] + 0.1 * g
             v[i] = 0.999 * v[i] + 0.001 * g * g
             param -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
-    return lambda x_new: ((x_new - mean) / std) @ w + b
+    # The standardization folded into the weights: a plain Dense layer on the raw pooled features.
+    return LinearHead(kernel=w / std[:, None], bias=b - (mean / std) @ w)
+
+
+@dataclass
+class LinearHead:
+    kernel: np.ndarray  # (features, classes)
+    bias: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.kernel + self.bias
 
 
 def embedder(args: argparse.Namespace):
@@ -84,8 +97,8 @@ def probe(args: argparse.Namespace) -> dict[str, float]:
 
     classes, train_split, val_split = scan_dataset(args.data, seed=args.seed)
     embed, size = embedder(args)
-    x_train, y_train, _ = extract(train_split, embed, size, args.batch_size)
-    x_val, y_val, val_paths = extract(val_split, embed, size, args.batch_size)
+    x_train, y_train, _, _ = extract(train_split, embed, size, args.batch_size)
+    x_val, y_val, val_paths, val_images = extract(val_split, embed, size, args.batch_size)
     predict = fit_softmax(x_train, y_train, len(classes), args.l2, args.steps, args.lr)
     right = predict(x_val).argmax(1) == y_val
     scores = {"probe_top1": float(right.mean())}
@@ -97,7 +110,42 @@ def probe(args: argparse.Namespace) -> dict[str, float]:
           + ", ".join(f"{s} n={int((sources == s).sum())}" for s in sorted(set(sources) - {""})))
     for key, value in scores.items():
         print(f"{key}={value:.4f}")
+    if args.out and args.weights:
+        split_counts = {"train_counts": train_split.counts(classes), "val_counts": val_split.counts(classes)}
+        save_probe_bundle(args, classes, predict, (val_images, y_val, val_paths), split_counts)
     return scores
+
+
+def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: LinearHead, val: tuple,
+                      split_counts: dict) -> None:
+    """DenseNet121 with the backbone's weights and the probe as its `logits` layer: a classifier in its own right.
+    The bundle folder also gets the val evaluation (metrics.json, report.txt, confusion_matrix.png), as a training
+    run's bundle does, and its card carries those metrics."""
+    import datetime as dt
+
+    from model.bundle import BundleConfig, save_bundle
+    from model.network import build_model
+    from model.predict import Classifier
+    from train.evaluate import write_evaluation
+
+    model = build_model(len(classes), args.input_size, weights=args.weights)
+    model.get_layer("logits").set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
+    config = BundleConfig(labels=classes, input_size=args.input_size, weights=Path(args.weights).name)
+    images, y_val, paths = val
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    probs = Classifier(model, config).forward(images.astype(np.float32))
+    summary = write_evaluation(out, y_val, probs, classes, [str(p) for p in paths])
+    metrics = {"val": {k: summary[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}}
+    if "groups" in summary:
+        metrics["val_by_source"] = summary["groups"]
+    card = {"architecture": "DenseNet121", "dataset": Path(args.data).resolve().name, "classes": classes,
+            **split_counts, "input_size": args.input_size, "weights": config.weights,
+            "head": "linear probe on the frozen backbone (python -m train.probe)",
+            "hyperparameters": {k: getattr(args, k) for k in DEFAULTS},
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "metrics": metrics}
+    config = save_bundle(model, out, config, card)
+    print(f"bundle: {out}  model_version={config.model_version}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

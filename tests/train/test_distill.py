@@ -184,3 +184,23 @@ def test_probe_of_a_teacher(teacher_files, tmp_path):
     scores = main(["--teacher", str(teacher_files[1]), "--data", str(data), "--steps", "200"])
     # The classes are three distinct colours: mean-pooled conv features of them are linearly separable.
     assert scores["probe_top1"] == 1.0
+
+
+@pytest.mark.slow
+def test_probe_saves_a_bundle_that_classifies_as_the_probe_does(distilled, tmp_path):
+    from model.bundle import read_card
+    from model.predict import load_classifier
+    from train.evaluate import evaluate
+    from train.probe import main
+
+    run, data, _, _ = distilled
+    weights = run / "densenet121_distilled.weights.h5"
+    out = tmp_path / "probe-bundle"
+    scores = main(["--weights", str(weights), "--input-size", str(SIZE), "--data", str(data), "--steps", "100",
+                   "--out", str(out)])
+    # The bundle (backbone + folded linear head, through the shared prediction API) scores what the probe scored.
+    summary = evaluate(load_classifier(out, runtime="tf"), data / "val", tmp_path)
+    assert summary["top1"] == pytest.approx(scores["probe_top1"])
+    card = read_card(out)
+    assert card["weights"] == weights.name and card["metrics"]["val"]["top1"] == pytest.approx(scores["probe_top1"])
+    assert (out / "report.txt").is_file() and (out / "confusion_matrix.png").is_file()
