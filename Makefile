@@ -73,7 +73,7 @@ train-fruits-scratch: venv
 ship-fruits:
 	mkdir -p model/fruits-densenet121/distillation
 	cp $(PROBE_RUN)/* model/fruits-densenet121/
-	cp $(DISTILL_RUN)/card.json $(DISTILL_RUN)/history.csv $(DISTILL_RUN)/loss.png model/fruits-densenet121/distillation/
+	cp $(DISTILL_RUN)/card.json model/fruits-densenet121/distillation/
 	cp $(DISTILL_RUN)/history.csv $(DISTILL_RUN)/loss.png model/fruits-densenet121/
 
 evaluate-fruits: venv

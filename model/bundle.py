@@ -44,6 +44,15 @@ class BundleConfig:
         (Path(bundle_dir) / CONFIG_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (teachers in a card, ONNX conversions in the cache)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def weights_hash(model) -> str:
     """sha256 over every weight array (order, shape, dtype and bytes); the first 12 hex digits."""
     import numpy as np

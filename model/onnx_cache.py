@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from model.bundle import file_sha256
+
 log = logging.getLogger(__name__)
 
 
@@ -38,14 +40,6 @@ def onnx_file_name(model_version: str, input_size: int, variant: str = "") -> st
 
 def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def writable(folder: Path) -> bool:
@@ -70,7 +64,7 @@ def cache_problem(path: Path, model_version: str, input_size: int) -> str | None
         return "no readable sidecar"
     if meta.get("model_version") != model_version or meta.get("input_size") != int(input_size):
         return f"stale (made for {meta.get('model_version')} at {meta.get('input_size')}px)"
-    if meta.get("sha256") != _sha256(path):
+    if meta.get("sha256") != file_sha256(path):
         return "corrupt (sha256 mismatch)"
     return None
 

@@ -84,6 +84,14 @@ def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: l
     return summary
 
 
+def card_metrics(summary: dict) -> dict:
+    """The part of `write_evaluation`'s summary a model card carries: val figures, and per source when known."""
+    metrics = {"val": {k: summary[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}}
+    if "groups" in summary:
+        metrics["val_by_source"] = summary["groups"]
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.strip().split("\n")[0])
     p.add_argument("--model", required=True, help="model bundle folder (or 'imagenet')")

@@ -126,7 +126,7 @@ def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: Linear
     from model.bundle import BundleConfig, save_bundle
     from model.network import build_model
     from model.predict import Classifier
-    from train.evaluate import write_evaluation
+    from train.evaluate import card_metrics, write_evaluation
 
     model = build_model(len(classes), args.input_size, weights=args.weights)
     model.get_layer("logits").set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
@@ -136,9 +136,7 @@ def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: Linear
     out.mkdir(parents=True, exist_ok=True)
     probs = Classifier(model, config).forward(images.astype(np.float32))
     summary = write_evaluation(out, y_val, probs, classes, [str(p) for p in paths])
-    metrics = {"val": {k: summary[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}}
-    if "groups" in summary:
-        metrics["val_by_source"] = summary["groups"]
+    metrics = card_metrics(summary)
     card = {"architecture": "DenseNet121", "dataset": Path(args.data).resolve().name, "classes": classes,
             **split_counts, "input_size": args.input_size, "weights": config.weights,
             "head": "linear probe on the frozen backbone (python -m train.probe)",

@@ -9,19 +9,12 @@ file name and sha256, so a student can always be traced back to what taught it.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from model.bundle import file_sha256
 
 
 @dataclass
@@ -56,7 +49,7 @@ def load_teacher(path: str | Path, threads: int = 0) -> Teacher:
     if path.suffix.lower() not in loaders:
         raise ValueError(f"unsupported teacher {path.name}: expected one of {', '.join(loaders)}")
     size, dim, run = loaders[path.suffix.lower()](path, threads)
-    return Teacher(path, size, dim, sha256_of(path), run)
+    return Teacher(path, size, dim, file_sha256(path), run)
 
 
 def _pooled_tensor(details: list[dict], output_index: int) -> dict:

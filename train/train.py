@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from train.data import class_weights, decode_split, make_eval_dataset, make_train_dataset, scan_dataset
-from train.evaluate import write_evaluation
+from train.evaluate import card_metrics, write_evaluation
 
 """## Parameters (one place; every one is a command-line flag)"""
 
@@ -234,9 +234,7 @@ def evaluate_and_save(final, data: Data, run: Path, args: argparse.Namespace, pr
     probs = (classifier.forward(data.x_val.astype(np.float32)) if len(data.x_val)
              else np.zeros((0, len(data.classes))))
     summary = write_evaluation(run, data.y_val, probs, data.classes, data.val_paths)
-    metrics = {"val": {k: summary[k] for k in ("n", "top1", "top5", "macro_f1", "ece")}}
-    if "groups" in summary:
-        metrics["val_by_source"] = summary["groups"]
+    metrics = card_metrics(summary)
     card = {
         "architecture": "DenseNet121", **data.card, "epochs": args.epochs, "input_size": args.input_size,
         "weights": config.weights, "hyperparameters": {k: getattr(args, k) for k in DEFAULTS},

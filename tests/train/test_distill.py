@@ -94,10 +94,10 @@ def test_distill_writes_every_output(distilled, teacher_files):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = json.loads((run / "card.json").read_text())
-    from train.teachers import sha256_of
+    from model.bundle import file_sha256
 
     assert [t["file"] for t in card["teachers"]] == ["tiny.tflite", "tiny.keras"]
-    assert card["teachers"][0]["sha256"] == sha256_of(teacher_files[1])
+    assert card["teachers"][0]["sha256"] == file_sha256(teacher_files[1])
     assert card["images"] == 6 * len(CLASSES) and card["views"] == 12 * len(CLASSES)
     assert card["cost"]["teacher_views_per_s"] > 0 and card["cost"]["student_train_img_per_s"] > 0
     views = np.load(run / "views.npz")
