@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint services distill-fruits probe-fruits train-fruits train-fruits-scratch ship-fruits evaluate-fruits clean
+.PHONY: venv demo test test-fast lint services distill-fruits probe-fruits match-fruits train-fruits train-fruits-scratch ship-fruits evaluate-fruits clean
 
 # The project itself is installed editable (--no-deps: requirements pin them), so that every entry point, the
 # `celery` console script included, imports it from any working directory.
@@ -51,12 +51,20 @@ distill-fruits: venv
 	  --data $(FRUITS)/train --data $(EXTRA) --input-size 64 --views 4 --epochs 22 --out $(DISTILL_RUN) \
 	  $(if $(RESUME),--resume,)
 
-# Step 2 (what ships): the fruit classifier as a linear head on the frozen distilled backbone; the bundle folder
-# also gets the val report, confusion matrix and metrics (docs/distillation.md)
+# Step 2: the fruit classifier as a linear head on the frozen distilled backbone; the bundle folder also gets the
+# val report, confusion matrix and metrics (docs/distillation.md)
 PROBE_RUN ?= runs/fruits-probe
 probe-fruits: venv
-	$(BIN)/python -m train.probe --weights $(DISTILL_RUN)/densenet121_distilled.weights.h5 --input-size 64 \
+	$(BIN)/python -m train.probe --weights $(DISTILL_RUN)/densenet121_distilled.weights.h5 --input-size 64 --views 4 \
 	  --data $(FRUITS) --out $(PROBE_RUN)
+
+# Step 3 (what ships): the whole classifier, started from step 2's bundle at 112 px, matches a linear classifier on
+# the teachers' features on every cached view, unlabelled ones included (docs/distillation.md)
+MATCH_RUN ?= runs/match-112
+match-fruits: venv
+	$(BIN)/python -m train.match $(foreach t,$(TEACHER_FILES),--teacher $(TEACHERS)/$(t).tflite) \
+	  --labels $(FRUITS) --data $(FRUITS)/train --data $(EXTRA) --init $(PROBE_RUN) --input-size 112 --views 4 \
+	  --epochs 4 --out $(MATCH_RUN) $(if $(RESUME),--resume,)
 
 # Step 2, the alternative measured against it: two-phase fine-tuning of the whole distilled backbone
 train-fruits: venv
@@ -69,12 +77,11 @@ train-fruits-scratch: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
 	  --epochs 17 --out runs/fruits-64 $(if $(RESUME),--resume,)
 
-# Copy the probe bundle and the distillation's card and curve into the shipped bundle folder
+# Copy the matched bundle, its curves and card, and step 1's card and curve into the shipped bundle folder
 ship-fruits:
 	mkdir -p model/fruits-densenet121/distillation
-	cp $(PROBE_RUN)/* model/fruits-densenet121/
-	cp $(DISTILL_RUN)/card.json model/fruits-densenet121/distillation/
-	cp $(DISTILL_RUN)/history.csv $(DISTILL_RUN)/loss.png model/fruits-densenet121/
+	cp $(MATCH_RUN)/bundle/* $(MATCH_RUN)/history.csv $(MATCH_RUN)/*.png model/fruits-densenet121/
+	cp $(DISTILL_RUN)/card.json $(DISTILL_RUN)/history.csv $(DISTILL_RUN)/loss.png model/fruits-densenet121/distillation/
 
 evaluate-fruits: venv
 	$(BIN)/python -m train.evaluate --model model/fruits-densenet121 --data $(FRUITS)/val

@@ -37,6 +37,20 @@ def fleet_markdown(redis_url: str | None = None, database_url: str | None = None
     return f"**Fleet:** {status_line(fleet_status(redis_url=redis_url, database_url=database_url))}"
 
 
+def recent_jobs(database_url: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest jobs, for the jobs list and the compare pickers; an unreachable database is a warning in the page,
+    not an exception."""
+    from db.migrate import upgraded_sessions
+    from db.queries import list_jobs
+
+    try:
+        with upgraded_sessions(database_url)() as session:
+            return list_jobs(session, limit=limit)
+    except Exception as exc:  # noqa: BLE001 - reported in the page
+        gr.Warning(f"Cannot read the results database: {exc}")
+        return []
+
+
 def thumb_html(path: str, max_pixels: int, side: int = 56) -> str:
     """A small inline JPEG: thumbnails need no file route into the data folders."""
     from PIL import Image
@@ -126,17 +140,8 @@ class BatchTab:
         return fleet_markdown(self.settings.redis_url, self.settings.database_url)
 
     def jobs_table(self) -> list[list]:
-        from db.migrate import upgraded_sessions
-        from db.queries import list_jobs
-
-        try:
-            with upgraded_sessions(self.settings.database_url)() as session:
-                jobs = list_jobs(session, limit=50)
-        except Exception as exc:  # noqa: BLE001
-            gr.Warning(f"Cannot read the results database: {exc}")
-            return []
         return [[j["job_id"], j["status"], j["done"], j["total"], (j["created_at"] or "")[:19], j["folder"]]
-                for j in jobs]
+                for j in recent_jobs(self.settings.database_url)]
 
     def job_report(self, job_id: str) -> tuple[str, list[list], Any, Any, str | None]:
         """Summary, results (least confident first), label counts, confidence histogram and the CSV file."""

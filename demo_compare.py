@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo_batch import THUMBS, thumb_html
+from demo_batch import THUMBS, recent_jobs, thumb_html
 from settings import Settings
 
 CHANGES_SHOWN = 500  # rows of changed images in the page (thumbnails for the first THUMBS)
@@ -46,16 +46,8 @@ class CompareView:
 
     def job_choices(self) -> tuple[Any, Any]:
         """Both pickers filled with the recent jobs (newest first); a typed id or prefix works too."""
-        from db.migrate import upgraded_sessions
-        from db.queries import list_jobs
-
-        try:
-            with upgraded_sessions(self.settings.database_url)() as session:
-                jobs = list_jobs(session, limit=50)
-        except Exception as exc:  # noqa: BLE001 - an unreachable database is reported in the page, not raised
-            gr.Warning(f"Cannot read the results database: {exc}")
-            jobs = []
-        choices = [(f"{j['job_id']}  {j['model_version']}  {j['folder']}", j["job_id"]) for j in jobs]
+        choices = [(f"{j['job_id']}  {j['model_version']}  {j['folder']}", j["job_id"])
+                   for j in recent_jobs(self.settings.database_url)]
         return gr.Dropdown(choices=choices), gr.Dropdown(choices=choices)
 
     def compare(self, job_a: str | None, job_b: str | None) -> tuple[str, list[list], list[list]]:

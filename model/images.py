@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +37,26 @@ class ImageError(ValueError):
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass
+class Scan:
+    folder: Path
+    images: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # files without an image extension
+
+
+def scan_folder(folder: str | os.PathLike, *, recursive: bool = False) -> Scan:
+    """Files under `folder` split by extension; hidden files and folders are ignored, the order is stable."""
+    root = Path(folder).expanduser().resolve()
+    scan = Scan(root)
+    walker = root.rglob("*") if recursive else root.iterdir()
+    for path in sorted(walker):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        (scan.images if is_image_file(path) else scan.skipped).append(path)
+    return scan
 
 
 def _open(source: ImageInput, max_pixels: int, size: int | None) -> Image.Image:

@@ -63,7 +63,7 @@ def list_images(folders: list[str]) -> list[Path]:
     """Every image under the folders, sorted. A folder that is itself a val/test split is refused; a dataset
     root is taken whole (its val images are then distilled on: fine for extra data such as grocery-other,
     never for the dataset the model is judged on), and the count of such images is printed."""
-    from model.images import is_image_file
+    from model.images import scan_folder
 
     paths = []
     for folder in map(Path, folders):
@@ -72,12 +72,13 @@ def list_images(folders: list[str]) -> list[Path]:
         if folder.resolve().name.lower() in HELD_OUT_SPLITS:
             raise ValueError(f"{folder} is a val/test split: distil on training images only, so the "
                              "evaluation images stay unseen")
-        files = sorted(f for f in folder.rglob("*") if f.is_file() and is_image_file(f))
-        held_out = [f for f in files if HELD_OUT_SPLITS & {p.lower() for p in f.relative_to(folder).parts[:-1]}]
+        scan = scan_folder(folder, recursive=True)  # the batch path's listing: hidden files are skipped
+        held_out = [f for f in scan.images
+                    if HELD_OUT_SPLITS & {p.lower() for p in f.relative_to(scan.folder).parts[:-1]}]
         if held_out:
             print(f"note: {len(held_out)} images under {folder} sit in val/test folders and are used as "
                   "unlabelled distillation data")
-        paths += files
+        paths += scan.images
     if not paths:
         raise ValueError(f"no images found under {', '.join(folders)}")
     return paths
@@ -118,6 +119,7 @@ def build_views(paths: list[Path], teachers: list, args: argparse.Namespace) -> 
     stats = [(t.mean(0), t.std(0) + 1e-6) for t in targets]
     y = np.concatenate([(t - m) / s for t, (m, s) in zip(targets, stats, strict=True)], axis=1)
     return dict(student=student, targets=y.astype(np.float16), specs=specs, image_index=image_index,
+                target_mean=np.concatenate([m for m, _ in stats]), target_std=np.concatenate([s for _, s in stats]),
                 paths=np.asarray([str(paths[i]) for i in kept]), teacher_seconds=seconds,
                 teacher_sha256=np.asarray([t.sha256 for t in teachers]))
 
@@ -170,14 +172,11 @@ def per_teacher_cosine(dims: list[int]):
 
 def fit_student(run: Path, views: dict, dims: list[int], args: argparse.Namespace):
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(args.seed)
     n_images = int(views["image_index"].max()) + 1
     steps = max(1, n_images // args.batch_size)
-    ds = tf.data.Dataset.from_tensor_slices((views["student"], views["targets"]))
-    ds = ds.shuffle(len(views["student"]), seed=args.seed).repeat()
-    ds = ds.batch(args.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
+    ds = view_dataset(views["student"], views["targets"], args.batch_size, args.seed)
     model = build_student(args.input_size, dims)
     schedule = keras.optimizers.schedules.CosineDecay(
         args.lr / 10, decay_steps=steps * args.epochs, alpha=0.01, warmup_target=args.lr, warmup_steps=steps)
@@ -191,6 +190,17 @@ def fit_student(run: Path, views: dict, dims: list[int], args: argparse.Namespac
         timer,
     ])
     return model, timer
+
+
+def view_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
+    """Cached views and their targets, shuffled and repeated; pixels go to the model as float32."""
+    import tensorflow as tf
+
+    def to_float(x, y):
+        return tf.cast(x, tf.float32), y
+
+    ds = tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=seed).repeat()
+    return ds.batch(batch_size).map(to_float).prefetch(tf.data.AUTOTUNE)
 
 
 def epoch_timer(images_per_epoch: int):

@@ -92,6 +92,22 @@ def card_metrics(summary: dict) -> dict:
     return metrics
 
 
+def save_evaluated_bundle(model, out: Path, config, val: tuple, card: dict):
+    """Save `model` as a bundle whose folder also holds its val evaluation (metrics.json, report.txt, confusion
+    matrix) and whose card carries those metrics: what train.probe and train.match hand over to ship."""
+    from model.bundle import save_bundle
+    from model.predict import Classifier
+
+    images, y_val, paths = val
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    probs = Classifier(model, config).forward(images.astype(np.float32))
+    summary = write_evaluation(out, y_val, probs, config.labels, [str(p) for p in paths])
+    config = save_bundle(model, out, config, {**card, "metrics": card_metrics(summary)})
+    print(f"bundle: {out}  model_version={config.model_version}")
+    return config
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.strip().split("\n")[0])
     p.add_argument("--model", required=True, help="model bundle folder (or 'imagenet')")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -82,3 +84,13 @@ def format_report(summary: dict) -> str:
         f"ece={summary['ece']:.4f} n={summary['n']}"
     )
     return "\n".join(lines)
+
+
+def top1_by_source(scores: np.ndarray, y: np.ndarray, paths: list) -> dict[str, float]:
+    """Top-1 overall and per source group (file names `<source>__...`, e.g. grocery = real store photos)."""
+    right = scores.argmax(1) == y
+    out = {"top1": float(right.mean())}
+    sources = np.array([Path(p).name.split("__")[0] if "__" in Path(p).name else "" for p in paths])
+    for source in sorted(set(sources) - {""}):
+        out[f"top1[{source}]"] = float(right[sources == source].mean())
+    return out

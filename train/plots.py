@@ -42,6 +42,22 @@ def plot_curve(history: dict[str, list[float]], metric: str, out: str | Path, ti
     plt.close(fig)
 
 
+def plot_series(history: dict[str, list[float]], keys: list[str], out: str | Path, title: str, ylabel: str) -> None:
+    """Several per-epoch series on one axis, e.g. val top-1 overall and per source of the images."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for key in keys:
+        ax.plot(np.arange(1, len(history[key]) + 1), history[key], "o-", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def plot_confusion(cm: np.ndarray, labels: list[str], out: str | Path, title: str = "Confusion matrix") -> None:
     """Row-normalised confusion matrix (recall on the diagonal), with raw counts written in the cells."""
     plt = _pyplot()

@@ -22,7 +22,16 @@ import numpy as np
 
 """## Parameters"""
 
-DEFAULTS = dict(input_size=64, l2=1e-3, steps=500, lr=0.05, batch_size=64, seed=1337)
+DEFAULTS = dict(
+    input_size=64,
+    views=0,  # augmented views per training image added to the whole images (train.views: crop, flip, colour)
+    min_area=0.25,  # the views' random resized crop keeps at least this fraction of the image
+    l2=1e-3,
+    steps=500,
+    lr=0.05,
+    batch_size=64,
+    seed=1337,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +54,23 @@ def extract(split, embed, size: int, batch_size: int) -> tuple[np.ndarray, np.nd
     x, y, paths = decode_split(split, size)
     feats = [embed(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), y, paths, x
+
+
+def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """Features of `args.views` augmented views of every training image (the distillation's views: a random
+    resized crop, a flip and a colour jitter), so that the head also learns from crops, not only whole images."""
+    from model.images import load_images
+    from train.views import ViewPolicy, render_batch, sample_specs
+
+    decoded = load_images(split.paths, 256)
+    kept = [i for i, d in enumerate(decoded) if not isinstance(d, Exception)]
+    sources, labels = np.stack([decoded[i] for i in kept]), np.asarray(split.labels)[kept]
+    policy = ViewPolicy(min_area=args.min_area, full_first=False)  # the whole images are in the set already
+    specs = sample_specs(len(sources), args.views, policy, np.random.default_rng(args.seed))
+    image_index = np.repeat(np.arange(len(sources)), args.views)
+    feats = [embed(render_batch(sources, image_index[i:i + args.batch_size], specs[i:i + args.batch_size], size))
+             for i in range(0, len(specs), args.batch_size)]
+    return np.concatenate(feats), labels[image_index]
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: int, lr: float) -> LinearHead:
@@ -94,20 +120,21 @@ def embedder(args: argparse.Namespace):
 
 def probe(args: argparse.Namespace) -> dict[str, float]:
     from train.data import scan_dataset
+    from train.metrics import top1_by_source
 
     classes, train_split, val_split = scan_dataset(args.data, seed=args.seed)
     embed, size = embedder(args)
     x_train, y_train, _, _ = extract(train_split, embed, size, args.batch_size)
     x_val, y_val, val_paths, val_images = extract(val_split, embed, size, args.batch_size)
-    predict = fit_softmax(x_train, y_train, len(classes), args.l2, args.steps, args.lr)
-    right = predict(x_val).argmax(1) == y_val
-    scores = {"probe_top1": float(right.mean())}
-    sources = np.array([p.name.split("__")[0] if "__" in p.name else "" for p in val_paths])
-    for source in sorted(set(sources) - {""}):
-        scores[f"probe_top1[{source}]"] = float(right[sources == source].mean())
+    x_fit, y_fit = x_train, y_train
+    if args.views:
+        x_views, y_views = view_features(train_split, embed, size, args)
+        x_fit, y_fit = np.concatenate([x_train, x_views]), np.concatenate([y_train, y_views])
+    predict = fit_softmax(x_fit, y_fit, len(classes), args.l2, args.steps, args.lr)
+    scores = {f"probe_{k}": v for k, v in top1_by_source(predict(x_val), y_val, val_paths).items()}
     train_acc = float((predict(x_train).argmax(1) == y_train).mean())
-    print(f"train top1 {train_acc:.4f} on {len(y_train)} images; val n={len(y_val)}; "
-          + ", ".join(f"{s} n={int((sources == s).sum())}" for s in sorted(set(sources) - {""})))
+    print(f"train top1 {train_acc:.4f} on {len(y_train)} images (+{len(y_fit) - len(y_train)} views); "
+          f"val n={len(y_val)}")
     for key, value in scores.items():
         print(f"{key}={value:.4f}")
     if args.out and args.weights:
@@ -123,27 +150,19 @@ def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: Linear
     run's bundle does, and its card carries those metrics."""
     import datetime as dt
 
-    from model.bundle import BundleConfig, save_bundle
+    from model.bundle import BundleConfig
     from model.network import build_model
-    from model.predict import Classifier
-    from train.evaluate import card_metrics, write_evaluation
+    from train.evaluate import save_evaluated_bundle
 
     model = build_model(len(classes), args.input_size, weights=args.weights)
     model.get_layer("logits").set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
     config = BundleConfig(labels=classes, input_size=args.input_size, weights=Path(args.weights).name)
-    images, y_val, paths = val
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    probs = Classifier(model, config).forward(images.astype(np.float32))
-    summary = write_evaluation(out, y_val, probs, classes, [str(p) for p in paths])
-    metrics = card_metrics(summary)
     card = {"architecture": "DenseNet121", "dataset": Path(args.data).resolve().name, "classes": classes,
             **split_counts, "input_size": args.input_size, "weights": config.weights,
             "head": "linear probe on the frozen backbone (python -m train.probe)",
             "hyperparameters": {k: getattr(args, k) for k in DEFAULTS},
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "metrics": metrics}
-    config = save_bundle(model, out, config, card)
-    print(f"bundle: {out}  model_version={config.model_version}")
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    save_evaluated_bundle(model, Path(args.out), config, val, card)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -7,19 +7,16 @@ nothing here touches pixels.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from db import crud
-from model.images import is_image_file
+from model.bundle import file_sha256
 from model.predict import BATCH_SIZE, TOP_K
 from worker.failsafe import worker_name
 
@@ -29,36 +26,12 @@ HASH_THREADS = 8  # reading files is I/O-bound: more threads than cores
 Item = Sequence[str | None]  # (absolute path, sha256 hex or None), as it travels in a task message (JSON)
 
 
-@dataclass
-class Scan:
-    folder: Path
-    images: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)  # files without an image extension
-
-
-def scan_folder(folder: str | os.PathLike, *, recursive: bool = False) -> Scan:
-    """Files under `folder` split by extension; hidden files and folders are ignored, the order is stable."""
-    root = Path(folder).expanduser().resolve()
-    scan = Scan(root)
-    walker = root.rglob("*") if recursive else root.iterdir()
-    for path in sorted(walker):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        (scan.images if is_image_file(path) else scan.skipped).append(path)
-    return scan
-
-
-def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str | None:
+def sha256_file(path: str | os.PathLike) -> str | None:
     """Content hash, or None for a file that cannot be read (it still gets a row: the worker reports why)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(block):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError:
         return None
-    return digest.hexdigest()
 
 
 def hash_files(paths: Sequence[str | os.PathLike]) -> list[str | None]:

@@ -19,7 +19,8 @@ from typing import Any
 
 from db import crud
 from db.queries import find_job
-from worker.pipeline import chunked, hash_files, scan_folder
+from model.images import scan_folder
+from worker.pipeline import chunked, hash_files
 from worker.progress import print_summary, watch_job
 from worker.status import REDIS_HINT, broker_available
 

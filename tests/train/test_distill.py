@@ -11,25 +11,7 @@ import pytest
 
 from tests.helpers.images import COLOUR_CLASSES as CLASSES
 from tests.helpers.images import write_colour_dataset
-
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def teacher_files(tmp_path_factory):
-    """The same small Keras feature extractor as .keras and converted to .tflite."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(12, 3, strides=2, activation="relu")(x)
-    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
-    folder = tmp_path_factory.mktemp("teachers")
-    model.save(folder / "tiny.keras")
-    (folder / "tiny.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    return folder / "tiny.keras", folder / "tiny.tflite"
+from tests.train.conftest import SIZE
 
 
 @pytest.mark.slow
@@ -175,7 +157,7 @@ def test_probe_cli_prints_scores_per_source(distilled, capsys):
 
 
 @pytest.mark.slow
-def test_probe_of_a_teacher(teacher_files, tmp_path):
+def test_probe_of_a_teacher(teacher_files, tmp_path, capsys):
     from train.probe import main
 
     data = write_colour_dataset(tmp_path / "data")
@@ -184,6 +166,9 @@ def test_probe_of_a_teacher(teacher_files, tmp_path):
     scores = main(["--teacher", str(teacher_files[1]), "--data", str(data), "--steps", "200"])
     # The classes are three distinct colours: mean-pooled conv features of them are linearly separable.
     assert scores["probe_top1"] == 1.0
+    # Fitted on 2 augmented views of each readable training image as well: 6 per class, so 36 more rows.
+    scores = main(["--teacher", str(teacher_files[1]), "--data", str(data), "--steps", "200", "--views", "2"])
+    assert f"(+{2 * 6 * len(CLASSES)} views)" in capsys.readouterr().out and scores["probe_top1"] == 1.0
 
 
 @pytest.mark.slow
@@ -204,3 +189,16 @@ def test_probe_saves_a_bundle_that_classifies_as_the_probe_does(distilled, tmp_p
     card = read_card(out)
     assert card["weights"] == weights.name and card["metrics"]["val"]["top1"] == pytest.approx(scores["probe_top1"])
     assert (out / "report.txt").is_file() and (out / "confusion_matrix.png").is_file()
+
+
+def test_distillation_data_skips_hidden_files_and_notes_val_folders(tmp_path, capsys):
+    from train.distill import list_images
+
+    data = write_colour_dataset(tmp_path / "extra")  # a dataset root: its val images count as unlabelled data
+    a_red = next((data / "train" / "red").iterdir())
+    (data / "train" / "red" / ".thumb.jpg").write_bytes(a_red.read_bytes())
+    (data / ".cache").mkdir()
+    (data / ".cache" / "copy.jpg").write_bytes(b"")
+    paths = list_images([str(data)])
+    assert len(paths) == 9 * len(CLASSES) and not any(p.name.startswith(".") or ".cache" in p.parts for p in paths)
+    assert f"note: {3 * len(CLASSES)} images under" in capsys.readouterr().out

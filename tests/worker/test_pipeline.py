@@ -35,7 +35,8 @@ def test_celery_configuration():
 
 
 def test_scan_folder_and_hashes(tmp_path, good_images):
-    from worker.pipeline import hash_files, scan_folder
+    from model.images import scan_folder
+    from worker.pipeline import hash_files
 
     folder = tmp_path / "in"
     good = good_images(3, "in")
