@@ -51,22 +51,23 @@ distill-fruits: venv
 	  --data $(FRUITS)/train --data $(EXTRA) --input-size 64 --views 4 --epochs 22 --out $(DISTILL_RUN) \
 	  $(if $(RESUME),--resume,)
 
-# Step 2: the fruit classifier as a linear head on the frozen distilled backbone; the bundle folder also gets the
-# val report, confusion matrix and metrics (docs/distillation.md)
+# Step 2 (what ships): the fruit classifier as a linear head on the frozen distilled backbone, fitted on the whole
+# training images and 4 augmented views of each; the bundle folder also gets the val report, confusion matrix and
+# metrics (docs/distillation.md)
 PROBE_RUN ?= runs/fruits-probe
 probe-fruits: venv
 	$(BIN)/python -m train.probe --weights $(DISTILL_RUN)/densenet121_distilled.weights.h5 --input-size 64 --views 4 \
 	  --data $(FRUITS) --out $(PROBE_RUN)
 
-# Step 3 (what ships): the whole classifier, started from step 2's bundle at 112 px, matches a linear classifier on
-# the teachers' features on every cached view, unlabelled ones included (docs/distillation.md)
+# Measured against step 2 (not shipped): the whole classifier, started from step 2's bundle at 112 px, matches a
+# linear classifier on the teachers' features on every cached view, unlabelled ones included (docs/distillation.md)
 MATCH_RUN ?= runs/match-112
 match-fruits: venv
 	$(BIN)/python -m train.match $(foreach t,$(TEACHER_FILES),--teacher $(TEACHERS)/$(t).tflite) \
 	  --labels $(FRUITS) --data $(FRUITS)/train --data $(EXTRA) --init $(PROBE_RUN) --input-size 112 --views 4 \
 	  --epochs 4 --out $(MATCH_RUN) $(if $(RESUME),--resume,)
 
-# Step 2, the alternative measured against it: two-phase fine-tuning of the whole distilled backbone
+# Also measured against step 2 (not shipped): two-phase fine-tuning of the whole distilled backbone
 train-fruits: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) \
 	  --weights $(DISTILL_RUN)/densenet121_distilled.weights.h5 --input-size 64 --epochs 10 --head-epochs 2 \
@@ -77,11 +78,12 @@ train-fruits-scratch: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
 	  --epochs 17 --out runs/fruits-64 $(if $(RESUME),--resume,)
 
-# Copy the matched bundle, its curves and card, and step 1's card and curve into the shipped bundle folder
+# Copy the probe bundle and the distillation's card and curve into the shipped bundle folder
 ship-fruits:
 	mkdir -p model/fruits-densenet121/distillation
-	cp $(MATCH_RUN)/bundle/* $(MATCH_RUN)/history.csv $(MATCH_RUN)/*.png model/fruits-densenet121/
-	cp $(DISTILL_RUN)/card.json $(DISTILL_RUN)/history.csv $(DISTILL_RUN)/loss.png model/fruits-densenet121/distillation/
+	cp $(PROBE_RUN)/* model/fruits-densenet121/
+	cp $(DISTILL_RUN)/card.json model/fruits-densenet121/distillation/
+	cp $(DISTILL_RUN)/history.csv $(DISTILL_RUN)/loss.png model/fruits-densenet121/
 
 evaluate-fruits: venv
 	$(BIN)/python -m train.evaluate --model model/fruits-densenet121 --data $(FRUITS)/val
