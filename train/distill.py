@@ -183,13 +183,18 @@ def fit_student(run: Path, views: dict, dims: list[int], args: argparse.Namespac
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
                   loss=per_teacher_cosine(dims), jit_compile=False, run_eagerly=args.run_eagerly)
     timer = epoch_timer(steps * args.batch_size)
-    model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=1 if sys.stdout.isatty() else 2, callbacks=[
-        keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.CSVLogger(str(run / "history.csv"), append=True),
-        keras.callbacks.TerminateOnNaN(),
-        timer,
-    ])
+    model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=1 if sys.stdout.isatty() else 2,
+              callbacks=run_callbacks(run, timer))
     return model, timer
+
+
+def run_callbacks(run: Path, timer, *extra) -> list:
+    """A checkpoint every epoch (what --resume continues from), then `extra` (which may add to the epoch's logs),
+    the history CSV, a stop on NaN and the epoch timer."""
+    import keras
+
+    return [keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch", delete_checkpoint=False), *extra,
+            keras.callbacks.CSVLogger(str(run / "history.csv"), append=True), keras.callbacks.TerminateOnNaN(), timer]
 
 
 def view_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
@@ -244,21 +249,32 @@ def cost_report(views: dict, teachers: list, timer, epochs: int) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    run = Path(args.out)
-    if run.exists() and any(run.iterdir()) and not args.resume:
+def open_run(out: str, resume: bool) -> Path:
+    """The run folder: new, or an existing one only with --resume, so that no run is overwritten by accident."""
+    run = Path(out)
+    if run.exists() and any(run.iterdir()) and not resume:
         sys.exit(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
+    return run
 
-    """## Data and teachers: every image under --data; teachers by file"""
+
+def teachers_and_views(run: Path, args: argparse.Namespace) -> tuple[list, dict]:
+    """The teachers (--teacher) and the cached views of every image under --data with the teachers' features."""
     from train.teachers import load_teacher
 
     teachers = [load_teacher(t, args.threads) for t in args.teacher]
     paths = list_images(args.data)
     print(f"{len(paths)} images, {args.views} views each; teachers: "
           + ", ".join(f"{t.name} ({t.dim}-d)" for t in teachers))
-    views = load_or_build_views(run, paths, teachers, args)
+    return teachers, load_or_build_views(run, paths, teachers, args)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    run = open_run(args.out, args.resume)
+
+    """## Data and teachers: every image under --data; teachers by file; views and targets cached"""
+    teachers, views = teachers_and_views(run, args)
 
     """## Fit the student on the cached views; a checkpoint every epoch (--resume continues there)"""
     dims = [t.dim for t in teachers]

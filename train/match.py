@@ -130,7 +130,7 @@ def val_callback(images: np.ndarray, y: np.ndarray, paths: list, batch_size: int
 def fit_student(run: Path, student, x: np.ndarray, targets: np.ndarray, val: tuple, args: argparse.Namespace):
     import keras
 
-    from train.distill import epoch_timer, view_dataset
+    from train.distill import epoch_timer, run_callbacks, view_dataset
 
     keras.utils.set_random_seed(args.seed)
     steps = max(1, len(x) // args.batch_size)
@@ -142,35 +142,22 @@ def fit_student(run: Path, student, x: np.ndarray, targets: np.ndarray, val: tup
                     loss=keras.losses.KLDivergence(), jit_compile=False, run_eagerly=args.run_eagerly)
     timer = epoch_timer(steps * args.batch_size)
     images, y, paths = val
-    student.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=1 if sys.stdout.isatty() else 2, callbacks=[
-        keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch", delete_checkpoint=False),
-        val_callback(images, y, paths, args.batch_size),
-        keras.callbacks.CSVLogger(str(run / "history.csv"), append=True),
-        keras.callbacks.TerminateOnNaN(),
-        timer,
-    ])
+    student.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=1 if sys.stdout.isatty() else 2,
+                callbacks=run_callbacks(run, timer, val_callback(images, y, paths, args.batch_size)))
     return timer
 
 
 def main(argv: list[str] | None = None) -> Path:
+    from train.data import decode_split, scan_dataset
+    from train.distill import cost_report, open_run, teachers_and_views
+    from train.probe import fit_softmax
+
     args = parse_args(argv)
-    run = Path(args.out)
-    if run.exists() and any(run.iterdir()) and not args.resume:
-        sys.exit(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
+    run = open_run(args.out, args.resume)
 
     """## Data, teachers and the cached views (train.distill's: every view through every teacher, once)"""
-    from train.data import decode_split, scan_dataset
-    from train.distill import cost_report, list_images, load_or_build_views
-    from train.probe import fit_softmax
-    from train.teachers import load_teacher
-
     classes, train_split, val_split = scan_dataset(args.labels, seed=args.seed)
-    teachers = [load_teacher(t, args.threads) for t in args.teacher]
-    paths = list_images(args.data)
-    print(f"{len(paths)} images, {args.views} views each; teachers: "
-          + ", ".join(f"{t.name} ({t.dim}-d)" for t in teachers))
-    views = load_or_build_views(run, paths, teachers, args)
+    teachers, views = teachers_and_views(run, args)
 
     """## The teacher classifier, fitted on the labelled views; its probabilities on every view are the targets"""
     y_views = view_labels(views, train_split.paths, train_split.labels)

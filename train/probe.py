@@ -60,9 +60,10 @@ def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np
     """Features of `args.views` augmented views of every training image (the distillation's views: a random
     resized crop, a flip and a colour jitter), so that the head also learns from crops, not only whole images."""
     from model.images import load_images
+    from train.distill import DEFAULTS as DISTILL_DEFAULTS
     from train.views import ViewPolicy, render_batch, sample_specs
 
-    decoded = load_images(split.paths, 256)
+    decoded = load_images(split.paths, DISTILL_DEFAULTS["source_size"])  # the distillation's source size
     kept = [i for i, d in enumerate(decoded) if not isinstance(d, Exception)]
     sources, labels = np.stack([decoded[i] for i in kept]), np.asarray(split.labels)[kept]
     policy = ViewPolicy(min_area=args.min_area, full_first=False)  # the whole images are in the set already
