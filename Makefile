@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint services distill-fruits probe-fruits match-fruits train-fruits train-fruits-scratch ship-fruits evaluate-fruits clean
+.PHONY: venv demo test test-fast lint services distill-fruits distill-more-fruits probe-fruits match-fruits train-fruits train-fruits-scratch ship-fruits evaluate-fruits clean
 
 # The project itself is installed editable (--no-deps: requirements pin them), so that every entry point, the
 # `celery` console script included, imports it from any working directory.
@@ -43,6 +43,8 @@ EXTRA ?= ../shared/datasets/grocery-other
 TEACHERS ?= ../shared/teachers
 TEACHER_FILES ?= mobilenet_v2_1.0_224_quant tf2_mobilenet_v2_1.0_224_ptq mobilenet_v1_1.0_224_quant_embedding_extractor
 DISTILL_RUN ?= runs/distill-3t-64
+DISTILL_MORE_RUN ?= runs/distill-3t-64-b
+BACKBONE ?= $(DISTILL_MORE_RUN)/densenet121_distilled.weights.h5
 FRUITS_RUN ?= runs/fruits-distilled
 
 # Step 1 (label-free): a DenseNet121 backbone learns the three ImageNet teachers' features (docs/distillation.md)
@@ -51,12 +53,19 @@ distill-fruits: venv
 	  --data $(FRUITS)/train --data $(EXTRA) --input-size 64 --views 4 --epochs 22 --out $(DISTILL_RUN) \
 	  $(if $(RESUME),--resume,)
 
+# Step 1b: the same distillation continued from step 1's backbone on 6 fresh views of every image (another seed),
+# 40 more epochs at a lower peak learning rate
+distill-more-fruits: venv
+	$(BIN)/python -m train.distill $(foreach t,$(TEACHER_FILES),--teacher $(TEACHERS)/$(t).tflite) \
+	  --data $(FRUITS)/train --data $(EXTRA) --init $(DISTILL_RUN)/densenet121_distilled.weights.h5 \
+	  --input-size 64 --views 6 --seed 7 --lr 1e-3 --epochs 40 --out $(DISTILL_MORE_RUN) $(if $(RESUME),--resume,)
+
 # Step 2 (what ships): the fruit classifier as a linear head on the frozen distilled backbone, fitted on the whole
 # training images and 4 augmented views of each; the bundle folder also gets the val report, confusion matrix and
 # metrics (docs/distillation.md)
 PROBE_RUN ?= runs/fruits-probe
 probe-fruits: venv
-	$(BIN)/python -m train.probe --weights $(DISTILL_RUN)/densenet121_distilled.weights.h5 --input-size 64 --views 4 \
+	$(BIN)/python -m train.probe --weights $(BACKBONE) --input-size 64 --views 4 \
 	  --data $(FRUITS) --out $(PROBE_RUN)
 
 # Measured against step 2 (not shipped): the whole classifier, started from step 2's bundle at 112 px, matches a
@@ -70,7 +79,7 @@ match-fruits: venv
 # Also measured against step 2 (not shipped): two-phase fine-tuning of the whole distilled backbone
 train-fruits: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) \
-	  --weights $(DISTILL_RUN)/densenet121_distilled.weights.h5 --input-size 64 --epochs 10 --head-epochs 2 \
+	  --weights $(BACKBONE) --input-size 64 --epochs 10 --head-epochs 2 \
 	  --fine-tune-from conv1 --fine-tune-lr 1e-4 --out $(FRUITS_RUN) $(if $(RESUME),--resume,)
 
 # The first shipped recipe, for comparison: DenseNet121 from scratch
@@ -78,12 +87,17 @@ train-fruits-scratch: venv
 	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
 	  --epochs 17 --out runs/fruits-64 $(if $(RESUME),--resume,)
 
-# Copy the probe bundle and the distillation's card and curve into the shipped bundle folder
+# Copy the probe bundle and both distillation stages' cards and curves into the shipped bundle folder
 ship-fruits:
 	mkdir -p model/fruits-densenet121/distillation
 	cp $(PROBE_RUN)/* model/fruits-densenet121/
-	cp $(DISTILL_RUN)/card.json model/fruits-densenet121/distillation/
-	cp $(DISTILL_RUN)/history.csv $(DISTILL_RUN)/loss.png model/fruits-densenet121/
+	cp $(DISTILL_RUN)/card.json model/fruits-densenet121/distillation/stage1-card.json
+	cp $(DISTILL_RUN)/history.csv model/fruits-densenet121/distillation/stage1-history.csv
+	cp $(DISTILL_MORE_RUN)/card.json model/fruits-densenet121/distillation/stage2-card.json
+	cp $(DISTILL_MORE_RUN)/history.csv model/fruits-densenet121/distillation/stage2-history.csv
+	rm -f model/fruits-densenet121/distillation/card.json model/fruits-densenet121/history.csv
+	$(BIN)/python -m train.plots --stages $(DISTILL_RUN)/history.csv $(DISTILL_MORE_RUN)/history.csv \
+	  --out model/fruits-densenet121/loss.png
 
 evaluate-fruits: venv
 	$(BIN)/python -m train.evaluate --model model/fruits-densenet121 --data $(FRUITS)/val

@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", action="append", required=True, help="folder of images, any layout (repeatable)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (also to extend --epochs)")
+    p.add_argument("--init", help="a DenseNet121 backbone weights file to start from (an earlier distillation's, "
+                   "to continue it on fresh views, another seed or input size); default: from scratch")
     p.add_argument("--run-eagerly", action="store_true", help="skip graph compilation: for tiny smoke runs")
     for key, value in DEFAULTS.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
@@ -141,12 +143,12 @@ def load_or_build_views(run: Path, paths: list[Path], teachers: list, args: argp
 """## Student: DenseNet121 features -> one linear projection per teacher, cosine loss per teacher"""
 
 
-def build_student(input_size: int, dims: list[int]):
+def build_student(input_size: int, dims: list[int], init: str | None = None):
     import keras
 
     from model.network import build_feature_extractor
 
-    backbone = build_feature_extractor(input_size, weights=None)
+    backbone = build_feature_extractor(input_size, weights=init)  # None: from scratch
     projection = keras.layers.Dense(sum(dims), name="teacher_projection")(backbone.output)
     return keras.Model(backbone.input, projection, name="distill_student")
 
@@ -177,7 +179,7 @@ def fit_student(run: Path, views: dict, dims: list[int], args: argparse.Namespac
     n_images = int(views["image_index"].max()) + 1
     steps = max(1, n_images // args.batch_size)
     ds = view_dataset(views["student"], views["targets"], args.batch_size, args.seed)
-    model = build_student(args.input_size, dims)
+    model = build_student(args.input_size, dims, args.init)
     schedule = keras.optimizers.schedules.CosineDecay(
         args.lr / 10, decay_steps=steps * args.epochs, alpha=0.01, warmup_target=args.lr, warmup_steps=steps)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
@@ -271,6 +273,10 @@ def teachers_and_views(run: Path, args: argparse.Namespace) -> tuple[list, dict]
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    if args.init:
+        from model.network import resolve_weights
+
+        resolve_weights(args.init)  # a missing file fails now, not after the teachers' pass
     run = open_run(args.out, args.resume)
 
     """## Data and teachers: every image under --data; teachers by file; views and targets cached"""
@@ -281,13 +287,16 @@ def main(argv: list[str] | None = None) -> Path:
     model, timer = fit_student(run, views, dims, args)
 
     """## Export the backbone weights, the loss curve and the card"""
+    from model.bundle import file_sha256
     from train.plots import plot_curve, read_history
 
     model.get_layer("densenet121").save_weights(run / WEIGHTS_FILE)
     history = read_history(run / "history.csv")
     plot_curve(history, "loss", run / "loss.png", "Distillation loss (1 - cosine to the teachers)")
     card = {
-        "architecture": "DenseNet121 backbone (include_top=False), distilled from scratch",
+        "architecture": "DenseNet121 backbone (include_top=False), distilled "
+                        + (f"from {Path(args.init).name}" if args.init else "from scratch"),
+        "init": {"file": Path(args.init).name, "sha256": file_sha256(args.init)} if args.init else None,
         "teachers": [t.card() for t in teachers],
         "data": [str(Path(d).resolve()) for d in args.data],
         "images": int(views["image_index"].max()) + 1,

@@ -17,6 +17,18 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, ax, ylabel: str, title: str, out: str | Path) -> None:
+    """The finish every per-epoch plot shares: labels, grid, legend, PNG."""
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def read_history(csv_path: str | Path) -> dict[str, list[float]]:
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -32,14 +44,7 @@ def plot_curve(history: dict[str, list[float]], metric: str, out: str | Path, ti
     ax.plot(epochs, history.get(metric, []), "o-", label=f"train {metric}")
     if history.get(f"val_{metric}"):
         ax.plot(epochs, history[f"val_{metric}"], "s-", label=f"val {metric}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(plt, fig, ax, metric, title, out)
 
 
 def plot_series(history: dict[str, list[float]], keys: list[str], out: str | Path, title: str, ylabel: str) -> None:
@@ -48,14 +53,19 @@ def plot_series(history: dict[str, list[float]], keys: list[str], out: str | Pat
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for key in keys:
         ax.plot(np.arange(1, len(history[key]) + 1), history[key], "o-", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
+    _save(plt, fig, ax, ylabel, title, out)
+
+
+def plot_stages(histories: list[dict[str, list[float]]], metric: str, out: str | Path, title: str) -> None:
+    """One metric across consecutive runs (a distillation continued with --init), numbered on after each other."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    start = 0
+    for k, history in enumerate(histories, 1):
+        values = history.get(metric, [])
+        ax.plot(np.arange(start + 1, start + len(values) + 1), values, "o-", markersize=3, label=f"stage {k}")
+        start += len(values)
+    _save(plt, fig, ax, metric, title, out)
 
 
 def plot_confusion(cm: np.ndarray, labels: list[str], out: str | Path, title: str = "Confusion matrix") -> None:
@@ -79,3 +89,20 @@ def plot_confusion(cm: np.ndarray, labels: list[str], out: str | Path, title: st
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m train.plots --stages A/history.csv B/history.csv --out loss.png`: one curve for a staged run."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m train.plots", description=main.__doc__)
+    p.add_argument("--stages", nargs="+", required=True, help="history.csv of each stage, in order")
+    p.add_argument("--metric", default="loss")
+    p.add_argument("--title", default="Distillation loss (1 - cosine to the teachers)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    plot_stages([read_history(h) for h in args.stages], args.metric, args.out, args.title)
+
+
+if __name__ == "__main__":
+    main()

@@ -120,6 +120,33 @@ def test_distilled_weights_start_the_two_phase_training(distilled, tmp_path):
 
 
 @pytest.mark.slow
+def test_init_continues_from_a_distilled_backbone(distilled, teacher_files, tmp_path):
+    from model.bundle import file_sha256
+    from model.network import WeightsUnavailableError, build_feature_extractor
+    from train.distill import build_student, main
+
+    run, data, _, _ = distilled
+    weights = run / "densenet121_distilled.weights.h5"
+    # The student starts from the file's kernels, not from a fresh initialisation.
+    student = build_student(SIZE, [12, 12], str(weights)).get_layer("densenet121")
+    distilled_conv1 = build_feature_extractor(SIZE, weights=str(weights)).get_layer("densenet121")
+    np.testing.assert_array_equal(student.get_layer("conv1_conv").get_weights()[0],
+                                  distilled_conv1.get_layer("conv1_conv").get_weights()[0])
+    out = tmp_path / "continued"
+    main(["--teacher", str(teacher_files[1]), "--teacher", str(teacher_files[0]), "--data", str(data / "train"),
+          "--input-size", str(SIZE), "--views", "2", "--batch-size", "6", "--epochs", "1", "--seed", "2",
+          "--init", str(weights), "--out", str(out), "--run-eagerly"])
+    card = json.loads((out / "card.json").read_text())
+    assert card["init"] == {"file": weights.name, "sha256": file_sha256(weights)}
+    assert card["architecture"].endswith(f"distilled from {weights.name}") and card["epochs_done"] == 1
+    assert not np.array_equal(np.load(out / "views.npz")["specs"], np.load(run / "views.npz")["specs"])  # fresh views
+    with pytest.raises(WeightsUnavailableError, match="weights file not found"):
+        main(["--teacher", str(teacher_files[0]), "--data", str(data / "train"), "--init", str(tmp_path / "no.h5"),
+              "--out", str(tmp_path / "never")])
+    assert not (tmp_path / "never").exists()  # refused before any folder or teacher work
+
+
+@pytest.mark.slow
 def test_a_val_split_is_refused_as_distillation_data(tmp_path, teacher_files):
     from train.distill import main
 
