@@ -95,7 +95,6 @@ ship-fruits:
 	cp $(DISTILL_RUN)/history.csv model/fruits-densenet121/distillation/stage1-history.csv
 	cp $(DISTILL_MORE_RUN)/card.json model/fruits-densenet121/distillation/stage2-card.json
 	cp $(DISTILL_MORE_RUN)/history.csv model/fruits-densenet121/distillation/stage2-history.csv
-	rm -f model/fruits-densenet121/distillation/card.json model/fruits-densenet121/history.csv
 	$(BIN)/python -m train.plots --stages $(DISTILL_RUN)/history.csv $(DISTILL_MORE_RUN)/history.csv \
 	  --out model/fruits-densenet121/loss.png
 

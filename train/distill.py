@@ -296,7 +296,8 @@ def main(argv: list[str] | None = None) -> Path:
     card = {
         "architecture": "DenseNet121 backbone (include_top=False), distilled "
                         + (f"from {Path(args.init).name}" if args.init else "from scratch"),
-        "init": {"file": Path(args.init).name, "sha256": file_sha256(args.init)} if args.init else None,
+        "init": {"file": Path(args.init).name,  # "imagenet" names no file to hash
+                 "sha256": file_sha256(args.init) if Path(args.init).is_file() else None} if args.init else None,
         "teachers": [t.card() for t in teachers],
         "data": [str(Path(d).resolve()) for d in args.data],
         "images": int(views["image_index"].max()) + 1,
