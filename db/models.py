@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -101,6 +102,7 @@ class Prediction(Base):
         Index("ix_predictions_job_confidence", "job_id", "confidence"),
         Index("ix_predictions_job_label", "job_id", "label"),
         Index("ix_predictions_hash_version", "content_hash", "model_version"),
+        Index("ix_predictions_job_unknown", "job_id", "unknown"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -112,6 +114,9 @@ class Prediction(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     top_k: Mapped[list[list[Any]] | None] = mapped_column(JSONType)  # [[label, confidence], ...]
     error: Mapped[str | None] = mapped_column(Text)
+    # The model's "not a class I know" verdict and its score (model.unknown); score NULL: the bundle has none.
+    unknown: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    unknown_score: Mapped[float | None] = mapped_column(Float)
     reused: Mapped[bool] = mapped_column(Boolean, default=False)
     worker: Mapped[str | None] = mapped_column(String(255))  # hostname:pid that computed it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -35,6 +35,10 @@ class Prediction:
     error: str | None = None
     model_version: str = ""
     heatmap: np.ndarray | None = None  # from `model.explain`: the Grad-CAM heatmap drawn over the photo
+    # "Not one of the classes I know" (model.unknown): the top-k labels are still given. The score is None, and
+    # `unknown` False, for a bundle without unknown statistics.
+    unknown: bool = False
+    unknown_score: float | None = None
 
     @property
     def ok(self) -> bool:
