@@ -66,7 +66,7 @@ def test_migration_up_down_up(empty_database_url):
     url = empty_database_url
     upgrade(url)  # what every entry point does
     engine = get_engine(url)
-    assert current_revision(url) == "0004" and "reviews" in sa.inspect(engine).get_table_names()
+    assert current_revision(url) == "0005" and "reviews" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     add_job(session_factory(url), "job1", ROWS)
@@ -79,7 +79,7 @@ def test_migration_up_down_up(empty_database_url):
     tables = sa.inspect(engine).get_table_names()
     assert "reviews" not in tables and {"jobs", "predictions", "job_files"} <= set(tables)
     _alembic(url, "upgrade", "head")
-    assert current_revision(url) == "0004" and "reviews" in sa.inspect(engine).get_table_names()
+    assert current_revision(url) == "0005" and "reviews" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:  # the results outlived the round trip; the reviews went with their table
         assert conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == len(ROWS)
         assert conn.execute(sa.text("SELECT count(*) FROM reviews")).scalar() == 0

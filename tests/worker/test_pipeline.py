@@ -35,8 +35,8 @@ def test_celery_configuration():
 
 
 def test_scan_folder_and_hashes(tmp_path, good_images):
+    from db.content_hash import hash_files
     from model.images import scan_folder
-    from worker.pipeline import hash_files
 
     folder = tmp_path / "in"
     good = good_images(3, "in")
@@ -74,10 +74,11 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier, good_image
     from sqlalchemy import select
 
     from db import crud
+    from db.content_hash import hash_files
     from db.migrate import upgrade
     from db.models import Prediction
     from db.session import session_factory
-    from worker.pipeline import classify_items, hash_files, process_chunk
+    from worker.pipeline import classify_items, process_chunk
 
     good = good_images(5, "in")
     bad = list(bad_images("in").values())
