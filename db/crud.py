@@ -102,7 +102,9 @@ def refresh_job(*, session: Session, job_id: str, chunks: int | None = None, err
     for the job to fail (the first one given is kept). The finish rule: a job ends once every image has a row,
     `failed` when it was given a reason, `done` otherwise.
     """
-    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()
+    # FOR NO KEY UPDATE on PostgreSQL: the chunk's own inserts hold FOR KEY SHARE on this row (the foreign key), and
+    # FOR UPDATE would wait for the other chunk's KEY SHARE while it waits for ours: a deadlock per pair of chunks.
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update(key_share=True)
                           .execution_options(populate_existing=True)).scalar_one_or_none()
     if job is None:
         return None

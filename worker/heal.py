@@ -169,11 +169,17 @@ class Healer:
     def _run(self) -> None:
         from db.session import dispose_engines
 
+        failing = None
         while not self._stop.wait(self.interval_s):
             try:
                 heal_stalled_jobs(**self._kwargs)
+                if failing:
+                    log.warning("healing works again")
+                failing = None
             except Exception as exc:  # noqa: BLE001 - the database or broker is down: try again next time
-                log.warning("healing skipped: %s: %s", type(exc).__name__, exc)
+                if failing is not type(exc):  # once per outage, not every interval
+                    log.warning("healing skipped until it works again: %s: %s", type(exc).__name__, exc)
+                failing = type(exc)
             finally:
                 # No pool kept open in the parent of the prefork children between sweeps.
                 dispose_engines()

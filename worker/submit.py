@@ -167,7 +167,8 @@ def resume_job(job_id: str, *, chunk_size: int | None = None, database_url: str 
         except LookupError as exc:
             raise SubmitError(str(exc)) from exc
         if crud.count_files(session=session, job_id=job.id) == 0:
-            raise SubmitError(f"job {job.id} has no file list (it was submitted before resume existed): "
+            raise SubmitError(f"job {job.id} has no file list (submitted before resume existed, or "
+                              "deleted): "
                               f"submit its folder again: python -m worker.submit {job.folder}")
         todo = crud.files_without_row(session=session, job_id=job.id)
         chunks = chunked(todo, chunk_size or settings.chunk_size)
