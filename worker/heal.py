@@ -58,17 +58,18 @@ def queued_job_ids(*, redis_url: str, queues: Sequence[str]) -> set[str] | None:
         with app.connection_for_read(redis_url) as conn:
             channel = conn.default_channel
             client = channel.client
-            raw = [m for q in queues for pri in channel.priority_steps
-                   for m in client.lrange(channel._q_for_pri(q, pri), 0, -1)]
+            waiting = [m for q in queues for pri in channel.priority_steps  # kombu's key of each priority's list
+                       for m in client.lrange(channel._q_for_pri(q, pri), 0, -1)]
             # Delivered, not acknowledged: [message, exchange, routing key] per delivery tag, for every queue.
-            raw += [json.dumps(json.loads(v)[0]) for v in client.hvals(channel.unacked_key)]
+            delivered = client.hvals(channel.unacked_key)
     except Exception:  # noqa: BLE001 - an unreadable broker: heal nothing this time
         log.warning("could not read the queues from the broker", exc_info=True)
         return None
     jobs = set()
-    for item in raw:
+    for item, is_delivery in [(m, False) for m in waiting] + [(m, True) for m in delivered]:
         try:
-            job_id = _job_of(json.loads(item))
+            payload = json.loads(item)
+            job_id = _job_of(payload[0] if is_delivery else payload)
         except (ValueError, TypeError, KeyError, IndexError):
             continue  # not a message of ours
         if job_id:

@@ -82,8 +82,17 @@ def test_a_stalled_job_is_healed_once(stalled):
         assert (job.heals, job.status, job.chunks) == (1, JobStatus.RUNNING, 2) and job.healed_at is not None
     # Its chunks are queued, and it was healed just now: nothing to do, however often the fleet looks.
     assert _sweep(url) == []
-    redis.Redis.from_url(TEST_REDIS_URL).delete(QUEUE)  # lost again, but healed less than HEAL_AFTER_S ago
-    assert _sweep(url) == []
+    from worker.celery_app import app
+
+    with app.connection_for_read(TEST_REDIS_URL) as conn:  # a worker takes both chunks: in flight, not queued
+        queue = conn.SimpleQueue(QUEUE)
+        held = [queue.get(timeout=5) for _ in range(2)]
+        assert redis.Redis.from_url(TEST_REDIS_URL).llen(QUEUE) == 0
+        assert queued_job_ids(redis_url=TEST_REDIS_URL, queues=[QUEUE]) == {"j"}
+        for message in held:
+            message.ack()  # and loses their work
+    assert queued_job_ids(redis_url=TEST_REDIS_URL, queues=[QUEUE]) == set()
+    assert _sweep(url) == []  # lost again, but healed less than HEAL_AFTER_S ago
 
 
 def test_many_workers_that_saw_the_same_job_heal_it_once(stalled):
