@@ -197,13 +197,14 @@ def _warm_up(fleet, tmp: Path) -> None:
     from tests.helpers.images import write_good_images
 
     write_good_images(tmp / "warm", 6, seed=900)
-    done = _cli(fleet, str(tmp / "warm"), "--chunk-size", "1", "--wait", cwd=tmp)
+    # Three TensorFlow processes start at once: minutes on a loaded 2-core machine.
+    done = _cli(fleet, str(tmp / "warm"), "--chunk-size", "1", "--wait", cwd=tmp, timeout=400)
     assert done.returncode == 0, done.stderr + "".join(w.log()[-2000:] for w in fleet.workers)
 
 
-def _cli(fleet, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _cli(fleet, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "worker.submit", *args], env=fleet.env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _in_redis(fleet) -> int:
@@ -227,11 +228,17 @@ def _paused(fleet, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _submit_paused(fleet, folder: Path, cwd: Path) -> str:
-    """Submit with every worker's pool process stopped: all 6 chunks sit in Redis (3 reserved, 3 waiting)."""
-    done = _cli(fleet, str(folder), "--chunk-size", "2", cwd=cwd)
-    assert done.returncode == 0, done.stderr
-    _until(lambda: _in_redis(fleet) == 6, "6 chunks in Redis")
+def _submit_during(fleet, folder: Path, cwd: Path, outage) -> str:
+    """Submit with every worker's pool process stopped, so that all 6 chunks sit in Redis (3 reserved, 3 waiting),
+    then call `outage()` and let the workers go on; returns the job id."""
+    _paused(fleet, signal.SIGSTOP)
+    try:
+        done = _cli(fleet, str(folder), "--chunk-size", "2", cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        _until(lambda: _in_redis(fleet) == 6, "6 chunks in Redis")
+        outage()
+    finally:
+        _paused(fleet, signal.SIGCONT)
     return done.stdout.split()[0]
 
 
@@ -256,12 +263,7 @@ def _classified(fleet) -> int:
 @pytest.mark.slow
 def test_database_down_longer_than_the_retries(fleet, tmp_path, good_images):
     images = good_images(12, "in", seed=500)
-    _paused(fleet, signal.SIGSTOP)
-    try:
-        job_id = _submit_paused(fleet, tmp_path / "in", tmp_path)
-        fleet.pg.stop()
-    finally:
-        _paused(fleet, signal.SIGCONT)
+    job_id = _submit_during(fleet, tmp_path / "in", tmp_path, fleet.pg.stop)
     # Every chunk is taken, retried and given up while the database is down: its failure cannot be written either.
     _until(lambda: _in_redis(fleet) == 0, "every chunk given up", timeout=90)
     back = time.monotonic()
@@ -275,14 +277,13 @@ def test_database_down_longer_than_the_retries(fleet, tmp_path, good_images):
 @pytest.mark.slow
 def test_redis_without_persistence_killed_mid_job(fleet, tmp_path, good_images):
     images = good_images(12, "in", seed=600)
-    _paused(fleet, signal.SIGSTOP)
-    try:
-        job_id = _submit_paused(fleet, tmp_path / "in", tmp_path)
+
+    def crash() -> None:
         fleet.redis.kill()
-        back = time.monotonic()
         fleet.redis.start()
-    finally:
-        _paused(fleet, signal.SIGCONT)
+
+    job_id = _submit_during(fleet, tmp_path / "in", tmp_path, crash)
+    back = time.monotonic()
     progress = _finished_by_itself(fleet, job_id, images)
     print(f"\nredis back -> job done: {time.monotonic() - back:.1f} s, healed {progress['heals']}x")
     assert progress["heals"] >= 1
