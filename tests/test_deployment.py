@@ -143,6 +143,8 @@ def test_redis_and_postgres_are_published_only_by_the_host_override():
     services = _compose()["services"]
     # A machine that runs its own Redis and PostgreSQL (this one, most laptops) must be able to `up` the stack.
     assert "ports" not in services["redis"] and "ports" not in services["postgres"]
+    # `depends_on: service_healthy` gives up on an unhealthy dependency: a slow first start must not count.
+    assert all("start_period" in services[name]["healthcheck"] for name in ("redis", "postgres"))
     assert _published(services["flower"]) == ["${FLOWER_BIND:-127.0.0.1:5555}:5555"]
     host = yaml.safe_load((ROOT / "docker-compose.host.yml").read_text())["services"]
     assert set(host) <= set(services)
