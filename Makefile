@@ -145,3 +145,16 @@ bench-batch: venv
 bench: venv
 	$(BIN)/python -m benchmarks.batch $(if $(MODEL),--model $(MODEL),--input-size $(or $(SIZE),224)) \
 	  $(if $(IMAGES),--images $(IMAGES),) $(if $(SCALE),--scale $(SCALE),)
+
+## The GPU worker path on the GPU present: TensorFlow (fp32, mixed_float16) and ONNX Runtime CUDA, forward and
+## folder-to-database img/s at 224px, batch 64 and 128, and proof that the forward pass ran on the GPU (exit 2: none)
+.PHONY: bench-gpu
+bench-gpu: venv
+	$(BIN)/python -m benchmarks.gpu $(if $(IMAGES),--images $(IMAGES),)
+
+## docker-compose.yml for real (minutes, needs Docker; not part of `make test`): base images (stand-ins where none
+## can be pulled), build, up, photos and bad files submitted as documented, db.report, the demo's API, two workers,
+## a host-side submit through docker-compose.host.yml, down -v
+.PHONY: compose-check
+compose-check: venv
+	$(BIN)/python -m benchmarks.compose_check

@@ -1,9 +1,11 @@
-"""What the benchmarks share: generated photos, a fresh untrained bundle, a real Celery worker process, RSS."""
+"""What the benchmarks share: generated photos, a fresh untrained bundle, a real Celery worker process, RSS, free
+ports for servers, and Debian's Chromium (the tests use the last two through tests/helpers/processes.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,6 +16,17 @@ import numpy as np
 from PIL import Image
 
 from settings import ROOT
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/services.sh installs it), driven by Playwright
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    """A TCP port nothing on 127.0.0.1 listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed: int = 0) -> list[Path]:

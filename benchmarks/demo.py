@@ -27,9 +27,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import fresh_bundle
+from benchmarks.common import free_port, fresh_bundle
 from settings import ROOT, get_settings
-from tests.helpers.processes import free_port
 
 IMAGE = next(iter(sorted((ROOT / "examples" / "apple").glob("*.jpg"))), None)
 

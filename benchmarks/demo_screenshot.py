@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmarks.common import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.demo import Server
 from settings import ROOT, get_settings
-from tests.helpers.processes import CHROMIUM, CHROMIUM_ARGS
 
 PHOTO = ROOT / "examples" / "banana" / "grocery__Banana__Banana_001.jpg"  # a real store photo, not a studio shot
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -132,3 +133,78 @@ def test_dockerfile_installs_requirements_and_settings_fields_exist():
     for svc in _compose()["services"].values():
         for key in (svc.get("environment") or {}):
             assert key in fields or key.startswith(("TF_", "POSTGRES_")), key
+
+
+def _published(svc: dict) -> list[str]:
+    return [str(p) for p in svc.get("ports", [])]
+
+
+def test_redis_and_postgres_are_published_only_by_the_host_override():
+    services = _compose()["services"]
+    # A machine that runs its own Redis and PostgreSQL (this one, most laptops) must be able to `up` the stack.
+    assert "ports" not in services["redis"] and "ports" not in services["postgres"]
+    # `depends_on: service_healthy` gives up on an unhealthy dependency: a slow first start must not count.
+    assert all("start_period" in services[name]["healthcheck"] for name in ("redis", "postgres"))
+    assert _published(services["flower"]) == ["${FLOWER_BIND:-127.0.0.1:5555}:5555"]
+    host = yaml.safe_load((ROOT / "docker-compose.host.yml").read_text())["services"]
+    assert set(host) <= set(services)
+    assert _published(host["redis"]) == ["127.0.0.1:${REDIS_HOST_PORT:-6379}:6379"]
+    assert _published(host["postgres"]) == ["127.0.0.1:${POSTGRES_HOST_PORT:-5432}:5432"]
+    # A host-side submitter records host paths and its host MODEL_DIR: the workers must open both at those paths.
+    part = r"(\$\{[^}]*\}[^:$]*|[^:$]+)"  # a path, or a ${VAR...} (which may hold colons) and what follows it
+    for name in ("worker", "gpu-worker"):
+        mounts = [re.fullmatch(f"{part}:{part}:(ro|rw)", v).groups() for v in host[name]["volumes"]]
+        assert ("${IMAGES_DIR}", "ro") in [(target, mode) for source, target, mode in mounts
+                                          if source.startswith("${IMAGES_DIR")]
+        assert [(target, mode) for source, target, mode in mounts if source == "./model"] == \
+            [("${PWD:?run from the checkout root}/model", "ro")]
+    from settings import SHIPPED_MODEL_DIR
+
+    assert SHIPPED_MODEL_DIR.parent == ROOT / "model"  # what `./model` mounted at $PWD/model serves
+
+
+def test_submitter_and_workers_see_the_same_images_and_the_recipes_say_so():
+    services = _compose()["services"]
+    mount = "${IMAGES_DIR:-./data/in}:/data/in:ro"
+    for name in ("worker", "gpu-worker", "demo", "submit"):
+        assert services[name]["volumes"] == [mount], name
+    assert services["demo"]["environment"]["DEMO_ALLOWED_ROOTS"] == "/data/in"
+    # Every documented `run ... submit`: no mount of its own (the service's /data/in would hide it, and the workers
+    # would not see it), IMAGES_DIR given, a folder under /data/in.
+    header = [line for line in (ROOT / "docker-compose.yml").read_text().splitlines() if line.startswith("#")]
+    texts = {"docker-compose.yml": "\n".join(header), "README.md": (ROOT / "README.md").read_text(),
+             "docs/deployment.md": (ROOT / "docs/deployment.md").read_text()}
+    recipes = []
+    for where, text in texts.items():
+        lines = text.splitlines()
+        for before, line in zip(["", *lines], lines, strict=False):
+            if re.search(r"docker[ -]compose .*\brun .*\bsubmit\b", line):
+                recipe = line[line.index("IMAGES_DIR="):] if "IMAGES_DIR=" in line else line
+                recipes.append((where, recipe))
+                given = "IMAGES_DIR=" in line or re.fullmatch(r"echo IMAGES_DIR=\S+ >> \.env", before)
+                assert given and " -v " not in recipe and " --volume" not in recipe, (where, line)
+                folder = shlex.split(recipe.split("submit", 1)[1].split("`")[0].split("#")[0])[0]
+                assert folder == "/data/in" or folder.startswith("/data/in/"), (where, line)
+    assert {where for where, _ in recipes} == set(texts), recipes
+
+
+def test_demo_auth_reaches_the_demo_and_the_open_demo_is_documented():
+    demo = _compose()["services"]["demo"]
+    assert demo["environment"]["DEMO_AUTH"] == "${DEMO_AUTH:-}"
+    assert _published(demo) == ["${DEMO_BIND:-7860}:7860"]  # all interfaces unless DEMO_BIND says otherwise
+    from demo import parse_auth
+
+    assert parse_auth("") is None  # DEMO_AUTH unset: compose passes an empty string, the demo runs open
+    readme = (ROOT / "README.md").read_text()
+    assert "DEMO_AUTH" in readme and "review" in readme[readme.index("DEMO_AUTH") - 600:][:1200]
+    assert "DEMO_AUTH" in (ROOT / "docs/deployment.md").read_text()
+    assert "DEMO_AUTH" in (ROOT / "docker-compose.yml").read_text().split("x-app:")[0]
+
+
+def test_gpu_worker_runs_tensorflow_on_the_gpu_build_and_secrets_stay_out_of_the_image():
+    gpu = _compose()["services"]["gpu-worker"]
+    assert "and-cuda" in gpu["build"]["args"]["TF_PACKAGE"]
+    # The GPU build swaps TensorFlow only: RUNTIME=auto would pick the CPU onnxruntime and leave the GPU idle.
+    assert gpu["environment"]["RUNTIME"] == "tf"
+    assert gpu["environment"]["REDIS_URL"] == _compose()["services"]["worker"]["environment"]["REDIS_URL"]
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()  # DEMO_AUTH and friends, on this machine only

@@ -1,7 +1,7 @@
 """Processes the tests start: `celery worker`s, a private `redis-server` and PostgreSQL, Chromium; free ports.
 
 Workers are started with the environment's `celery` console script, as the README and docker-compose start them.
-Nothing here imports pytest: the demo benchmarks (benchmarks/demo*.py) use the port and Chromium helpers too.
+The port and Chromium helpers live in benchmarks/common.py, which the demo benchmarks share without importing tests.
 """
 
 from __future__ import annotations
@@ -9,29 +9,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks.common import CHROMIUM, CHROMIUM_ARGS, free_port
 from tests.helpers import ROOT
+
+__all__ = ["CELERY", "CHROMIUM", "CHROMIUM_ARGS", "TEST_REDIS_URL", "PrivateRedis", "WorkerProcess",
+           "compose_worker_command", "free_port", "wait_job"]
 
 CELERY = str(Path(sys.executable).with_name("celery"))  # the console script, not `python -m celery`
 # Redis database 14 by default: tests flush only that one, never the database a developer's worker uses.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/services.sh installs it), driven by Playwright
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def compose_worker_command() -> list[str]:
     """docker-compose's `worker` command (the README's), with `celery` resolved to this environment's script."""
     import yaml
