@@ -87,10 +87,12 @@ def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: int, lr: float) -> LinearHead:
     """Full-batch multinomial logistic regression (Adam, L2) on standardized features."""
-    mean, std = x.mean(0), x.std(0) + 1e-6
+    # float32 throughout: a float64 weight matrix would copy the whole feature matrix to float64 every step.
+    x = np.asarray(x, np.float32)
+    mean, std = x.mean(0), x.std(0) + np.float32(1e-6)
     z = (x - mean) / std
-    w, b = np.zeros((z.shape[1], n_classes)), np.zeros(n_classes)
-    onehot = np.eye(n_classes)[y]
+    w, b = np.zeros((z.shape[1], n_classes), np.float32), np.zeros(n_classes, np.float32)
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
     m = [np.zeros_like(w), np.zeros_like(b)]
     v = [np.zeros_like(w), np.zeros_like(b)]
     for t in range(1, steps + 1):
@@ -122,12 +124,11 @@ def embedder(args: argparse.Namespace):
 
         teacher = load_teacher(args.teacher)
         return teacher.features, teacher.input_size
-    import keras
-
     from model.network import build_feature_extractor
 
     model = build_feature_extractor(args.input_size, weights=args.weights)
-    return (lambda x: keras.ops.convert_to_numpy(model(x.astype(np.float32), training=False))), args.input_size
+    # predict_on_batch runs the compiled graph: several times the throughput of eager calls on the CPU
+    return (lambda x: np.asarray(model.predict_on_batch(x.astype(np.float32)))), args.input_size
 
 
 def probe(args: argparse.Namespace) -> dict[str, float]:
