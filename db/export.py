@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+from db.content_hash import hash_files
 from db.models import Prediction, Review
 from db.queries import find_job
 from db.review_queries import job_labels, job_reviews
@@ -130,8 +131,6 @@ def file_names(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _unchanged(rows: list[dict[str, Any]], warn: TextIO) -> list[dict[str, Any]]:
-    from worker.pipeline import hash_files
-
     kept = []
     for row, digest in zip(rows, hash_files([r["source"] for r in rows]), strict=True):
         if digest is None:

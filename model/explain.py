@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from model.gradcam import GradCAM, overlay
+from model.gradcam import GradCAM, heatmaps, overlay
 from model.images import ImageError, load_thumbnail
 from model.predict import TOP_K, Classifier, Prediction, load_classifier
 
@@ -48,17 +48,15 @@ class Explainer:
                 ) -> list[Prediction]:
         """One Prediction per image from a single forward pass; `explain` adds its `heatmap` overlay.
 
-        The probabilities and the heatmaps come out of the same pass of the Grad-CAM network; without
-        `explain` the plain classifier runs and nothing is drawn.
+        The probabilities, the unknown score and the heatmaps come out of the same pass of the classifier's
+        network; without `explain` nothing is drawn.
         """
         clf, cam = self.load()
         batch, errors = clf.preprocess(images)
-        if explain:
-            probs, maps = cam.explain(batch)
-        else:
-            probs, maps = clf.forward(batch), None
-        predictions = clf.assemble(errors, clf.postprocess(probs, top_k))
-        if maps is not None:
+        out = clf.forward_outputs(batch)
+        predictions = clf.assemble(errors, clf.postprocess(out, top_k))
+        if explain and out.maps is not None:
+            maps = heatmaps(out.maps, cam.weights, out.probs.argmax(axis=1))
             good = [(source, p) for source, p in zip(images, predictions, strict=True) if p.ok]
             for (source, p), heat in zip(good, maps, strict=True):
                 p.heatmap = _overlay(source, heat, clf.max_pixels)

@@ -17,14 +17,29 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import SHIPPED_MODEL_DIR, BundleConfig, load_keras_model, read_card, weights_hash
+from model.calibration import softmax
 from model.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_images
+from model.network import SERVING_VARIANT, serving_model
 from model.onnx_cache import default_cache_dir
 from model.runtimes import AUTO, configure_tf_threads, make_forward, resolve_runtime
+from model.unknown import UnknownDetector
 
 IMAGENET = "imagenet"
 TOP_K = 5  # labels per prediction
 BATCH_SIZE = 32  # images per forward pass
 UNCERTAIN_BELOW = 0.5  # a top-1 confidence under this is shown as "not sure" and listed first for review
+TTA_MODES = ("none", "flip")  # test-time augmentation: "flip" averages the logits of the photo and its mirror
+
+
+@dataclass
+class Outputs:
+    """What one forward pass gives for a batch, post-processed into plain numbers."""
+
+    probs: np.ndarray  # (N, C) calibrated probabilities
+    unknown_scores: np.ndarray | None = None  # (N,) higher: less like any known class; None without statistics
+    maps: np.ndarray | None = None  # (N, h, w, K) last feature map of the photo as given (Grad-CAM)
+    features: np.ndarray | None = None  # (N, K) pooled features (mirror-averaged under flip TTA)
+    logits: np.ndarray | None = None  # (N, C) before the temperature (what calibration fits on)
 
 
 @dataclass
@@ -57,10 +72,12 @@ class Classifier:
     def __init__(self, model, config: BundleConfig, card: dict | None = None, forward_fn=None,
                  runtime: str = AUTO, cache_dir: str | os.PathLike | None = None, *,
                  shared_cache_dir: str | os.PathLike | None = None, threads: int = 0,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, unknown: UnknownDetector | None = None):
         """`runtime`: tf | onnx | auto, see model.runtimes, which also explains `cache_dir` (the bundle folder),
         `shared_cache_dir` and `threads`; without a cache folder, `auto` stays on TensorFlow. `max_pixels` is
-        the decompression-bomb guard of every decode."""
+        the decompression-bomb guard of every decode. The bundle's temperature and TTA mode come from `config`,
+        its unknown statistics as `unknown` (None: no unknown flag). A custom `forward_fn` returns
+        probabilities and is served as it is (no temperature, TTA or unknown score)."""
         self.model = model
         self.config = config
         self.card = card or {}
@@ -71,9 +88,21 @@ class Classifier:
         self.runtime = "custom"
         # Where runtime conversions of this model (and of its Grad-CAM twin) are kept, and on how many threads.
         self.cache_dir, self.shared_cache_dir, self.threads = cache_dir, shared_cache_dir, threads
+        self.temperature = float(config.temperature)
+        self.tta = config.tta
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {self.tta!r} in the bundle config: use one of {', '.join(TTA_MODES)}")
+        self.unknown = unknown
+        # One network serves everything: [feature map, logits] from one pass (model.network.serving_model).
+        net = serving_model(model) if forward_fn is None else None
+        self.explainable = net is not None
         if forward_fn is None:
-            forward_fn, self.runtime = make_forward(model, self.input_size, self.model_version, runtime, cache_dir,
+            forward_fn, self.runtime = make_forward(net if net is not None else model, self.input_size,
+                                                    self.model_version, runtime, cache_dir,
+                                                    SERVING_VARIANT if net is not None else "",
                                                     shared_cache_dir=shared_cache_dir, threads=threads)
+        elif unknown is not None:
+            raise ValueError("a custom forward_fn gives probabilities only: it cannot carry an unknown score")
         self._forward = forward_fn
 
     # -- the three steps -------------------------------------------------------------------------
@@ -88,21 +117,44 @@ class Classifier:
             batch = np.zeros((0, self.input_size, self.input_size, 3), np.float32)
         return batch, errors
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def forward_outputs(self, batch: np.ndarray) -> Outputs:
+        """The network on a batch (the only step that touches the framework), then the plain-number steps:
+        the TTA average, the temperature and the unknown score."""
+        batch = np.asarray(batch, dtype=np.float32)
         if len(batch) == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
-        return self._forward(np.asarray(batch, dtype=np.float32))
+            return Outputs(np.zeros((0, len(self.labels)), np.float32),
+                           np.zeros(0, np.float32) if self.unknown else None)
+        if not self.explainable:
+            return Outputs(np.asarray(self._forward(batch), np.float32))
+        maps, logits = self._forward(batch)
+        features = maps.mean(axis=(1, 2))  # what the head's GlobalAveragePooling2D computed
+        if self.tta == "flip":
+            mirror_maps, mirror_logits = self._forward(np.ascontiguousarray(batch[:, :, ::-1]))
+            logits = (logits + mirror_logits) / 2
+            features = (features + mirror_maps.mean(axis=(1, 2))) / 2
+        scores = self.unknown.score(features) if self.unknown is not None else None
+        return Outputs(softmax(logits, self.temperature), scores, maps, features, logits)
 
-    def postprocess(self, probs: np.ndarray, top_k: int = TOP_K) -> list[list[tuple[str, float]]]:
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, C) of a preprocessed batch."""
+        return self.forward_outputs(batch).probs
+
+    def postprocess(self, outputs: Outputs | np.ndarray, top_k: int = TOP_K) -> list[dict]:
+        """Per image: its top-k (label, confidence) pairs and the unknown verdict."""
+        out = outputs if isinstance(outputs, Outputs) else Outputs(np.asarray(outputs))
         k = max(1, min(int(top_k), len(self.labels)))  # clamp like transformers does
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[(self.labels[i], float(row[i])) for i in idx] for row, idx in zip(probs, order, strict=False)]
+        order = np.argsort(-out.probs, axis=1, kind="stable")[:, :k]
+        scores = out.unknown_scores
+        flags = self.unknown.is_unknown(scores) if scores is not None else np.zeros(len(order), bool)
+        return [{"top_k": [(self.labels[i], float(row[i])) for i in idx], "unknown": bool(flag),
+                 "unknown_score": None if scores is None else float(scores[n])}
+                for n, (row, idx, flag) in enumerate(zip(out.probs, order, flags, strict=True))]
 
-    def assemble(self, errors: Sequence[str | None], ranked: Iterable[list[tuple[str, float]]]) -> list[Prediction]:
+    def assemble(self, errors: Sequence[str | None], results: Iterable[dict]) -> list[Prediction]:
         """One Prediction per input, in order: its decoding error, or the next of the good images' results."""
-        results = iter(ranked)
+        results = iter(results)
         return [Prediction(error=err, model_version=self.model_version) if err
-                else Prediction(top_k=next(results), model_version=self.model_version) for err in errors]
+                else Prediction(**next(results), model_version=self.model_version) for err in errors]
 
     # -- public API --------------------------------------------------------------------------------
     def predict(self, images: Sequence[ImageInput], top_k: int = TOP_K, batch_size: int = BATCH_SIZE
@@ -144,7 +196,7 @@ class Classifier:
         return self.forward(batch)
 
     def _finish(self, batch: np.ndarray, errors: list[str | None], top_k: int) -> list[Prediction]:
-        return self.assemble(errors, self.postprocess(self.forward(batch), top_k))
+        return self.assemble(errors, self.postprocess(self.forward_outputs(batch), top_k))
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -197,4 +249,4 @@ def load_classifier(source: str | os.PathLike = SHIPPED_MODEL_DIR, input_size: i
     config = BundleConfig.read(source)
     model = load_keras_model(source)
     return Classifier(model, config, card=read_card(source), cache_dir=source, shared_cache_dir=shared_cache_dir,
-                      **options)
+                      unknown=UnknownDetector.load(source), **options)
