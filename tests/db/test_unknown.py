@@ -36,9 +36,14 @@ def _indexes(engine, table="predictions") -> set[str]:
     return {i["name"] for i in sa.inspect(engine).get_indexes(table)}
 
 
+def _insert_as_of_now(conn, table: str, rows: list[dict]) -> None:
+    """Insert through the table as it is in the database (the ORM models are the head revision's)."""
+    conn.execute(sa.Table(table, sa.MetaData(), autoload_with=conn).insert(), rows)
+
+
 def test_migration_0004_up_down_up(empty_database_url):
-    """Rows written before 0004 get unknown = false and a NULL score; the columns go with a downgrade and come back
-    empty of flags; the schema at head is the models' again."""
+    """Rows written before 0004 get unknown = false and a NULL score; the columns go with a downgrade (results and
+    reviews stay) and come back empty of flags; the schema at head is the models' again."""
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -51,17 +56,22 @@ def test_migration_0004_up_down_up(empty_database_url):
     engine = make_engine(url)
     try:
         assert current_revision(url) == "0003" and not {"unknown", "unknown_score"} & _columns(engine)
-        with session_factory(url)() as session, session.begin():  # an old job, written by the old schema
-            crud.upsert_model(session=session, version="v-old", labels=["apple", "banana"], input_size=32)
-            crud.create_job(session=session, job_id="old", folder="/f", recursive=False, model_dir="/m",
-                            model_version="v-old", total=2)
-            old = sa.Table("predictions", sa.MetaData(), autoload_with=session.connection())
-            session.execute(old.insert(), [
+        now = utcnow()
+        with engine.begin() as conn:  # an old job with a review, written by the old schema
+            _insert_as_of_now(conn, "models", [{"version": "v-old", "labels": ["apple"], "input_size": 32,
+                                                "source": "", "card": {}, "created_at": now}])
+            _insert_as_of_now(conn, "jobs", [{
+                "id": "old", "folder": "/f", "recursive": False, "model_dir": "/m", "model_version": "v-old",
+                "status": "done", "total": 2, "done": 2, "errors": 0, "reused": 0, "skipped": 0, "chunks": 1,
+                "created_at": now}])
+            _insert_as_of_now(conn, "predictions", [
                 {"job_id": "old", "path": f"/f/{n}.jpg", "model_version": "v-old", "label": "apple",
-                 "confidence": 0.8, "reused": False, "created_at": utcnow()} for n in ("a", "b")])
+                 "confidence": 0.8, "reused": False, "created_at": now} for n in "ab"])
+            reviewed = conn.execute(sa.text("SELECT id FROM predictions WHERE path = '/f/a.jpg'")).scalar()
+            _insert_as_of_now(conn, "reviews", [{"job_id": "old", "path": "/f/a.jpg", "prediction_id": reviewed,
+                                                 "reviewed_label": "apple", "reviewer": "ann", "reviewed_at": now}])
 
         upgrade(url)
-        assert current_revision(url) == "0004"
         assert {"unknown", "unknown_score"} <= _columns(engine) and "ix_predictions_job_unknown" in _indexes(engine)
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
@@ -75,11 +85,16 @@ def test_migration_0004_up_down_up(empty_database_url):
         assert current_revision(url) == "0003"
         assert not {"unknown", "unknown_score"} & _columns(engine)
         assert "ix_predictions_job_unknown" not in _indexes(engine)
-        with engine.connect() as conn:  # the results outlive the round trip, their flags do not
-            assert conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == 2 + len(ROWS)
+
+        def kept() -> tuple[int, int]:
+            with engine.connect() as conn:
+                return tuple(conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                             for t in ("predictions", "reviews"))
+
+        assert kept() == (2 + len(ROWS), 1)  # the results and the review outlive the round trip, the flags do not
 
         alembic_command(url, "upgrade", "head")
-        assert current_revision(url) == "0004" and "ix_predictions_job_unknown" in _indexes(engine)
+        assert "ix_predictions_job_unknown" in _indexes(engine) and kept() == (2 + len(ROWS), 1)
         with engine.connect() as conn:
             values = conn.execute(sa.text("SELECT DISTINCT unknown, unknown_score FROM predictions")).all()
             assert values == [(False, None)]
@@ -189,9 +204,9 @@ def test_resubmitted_folder_reuses_the_flag(sessions, tmp_path, good_images, shi
     """`worker.submit` on files already classified: every row reused, flags and scores as the first job had them."""
     from sqlalchemy import select
 
+    from db.content_hash import hash_files
     from db.models import Job, Prediction
     from model.bundle import BundleConfig
-    from worker.pipeline import hash_files
     from worker.submit import submit_folder
 
     images = good_images(3, "again")
