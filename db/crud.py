@@ -16,9 +16,12 @@ from sqlalchemy.orm import Session
 
 from db.models import Job, JobFile, JobStatus, ModelRecord, Prediction, utcnow
 
-# SQLite's default limit is 32766 host parameters per statement; PostgreSQL's is 65535. 12 columns a row.
+# SQLite's default limit is 32766 host parameters per statement; PostgreSQL's is 65535. 14 columns a row.
 _ROWS_PER_INSERT = 1000
 _HASHES_PER_QUERY = 900
+# What a reused row copies from the earlier one: the whole answer, the unknown verdict included (the same bytes and
+# the same model version give the same answer).
+REUSED_COLUMNS = ("label", "confidence", "top_k", "unknown", "unknown_score")
 
 
 def _insert(session: Session, table):
@@ -47,7 +50,8 @@ def create_job(*, session: Session, job_id: str, folder: str, recursive: bool, m
 
 def insert_predictions(*, session: Session, rows: Iterable[dict[str, Any]]) -> None:
     """Bulk insert result rows; rows whose (job_id, path, model_version) exists already are left alone."""
-    rows = [{"reused": False, "created_at": utcnow(), **r} for r in rows]
+    # Every row of one multi-row INSERT needs the same columns: rows that do not say get the columns' defaults.
+    rows = [{"reused": False, "unknown": False, "unknown_score": None, "created_at": utcnow(), **r} for r in rows]
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         stmt = _insert(session, Prediction).values(rows[start:start + _ROWS_PER_INSERT])
         session.execute(stmt.on_conflict_do_nothing(index_elements=["job_id", "path", "model_version"]))
@@ -84,13 +88,13 @@ def reusable_results(*, session: Session, model_version: str, hashes: Iterable[s
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(wanted), _HASHES_PER_QUERY):
         part = wanted[start:start + _HASHES_PER_QUERY]
-        stmt = select(Prediction.content_hash, Prediction.label, Prediction.confidence, Prediction.top_k).where(
+        stmt = select(*(getattr(Prediction, c) for c in ("content_hash", *REUSED_COLUMNS))).where(
             Prediction.model_version == model_version,
             Prediction.error.is_(None),
             Prediction.content_hash.in_(part),
         )
-        for h, label, conf, top_k in session.execute(stmt):
-            found.setdefault(h, {"label": label, "confidence": conf, "top_k": top_k})
+        for h, *values in session.execute(stmt):
+            found.setdefault(h, dict(zip(REUSED_COLUMNS, values, strict=True)))
     return found
 
 

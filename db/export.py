@@ -1,13 +1,21 @@
 """Export a job's images as a folder-per-class training set.
 
-    python -m db.export JOB_ID --out DIR [--reviewed-only] [--min-confidence X] [--copy]
+    python -m db.export JOB_ID --out DIR [--reviewed-only] [--min-confidence X] [--unknown-dir] [--copy]
 
 Writes DIR/<label>/<file> and DIR/manifest.csv (file, label, source, sha256, model_label, reviewed_label,
-confidence, reviewer, model_version, job_id). The label is the reviewed one where there is one, else the model's;
-images reviewed as "none of these" and error rows are left out. `--min-confidence` drops model labels below X but
-keeps reviewed images whatever the model's confidence (a person checked them); `--reviewed-only` keeps only
-images a person labelled. Files are hard links to the sources where the filesystem allows, else copies (`--copy`:
-always copies). Files of the same name in one class get a short content hash before the extension.
+confidence, reviewer, model_version, job_id, unknown, unknown_score). The label is the reviewed one where there is
+one, else the model's; images reviewed as "none of these" and error rows are left out. `--min-confidence` drops
+model labels below X but keeps reviewed images whatever the model's confidence (a person checked them);
+`--reviewed-only` keeps only images a person labelled. Files are hard links to the sources where the filesystem
+allows, else copies (`--copy`: always copies). Files of the same name in one class get a short content hash before
+the extension.
+
+Images the model flagged unknown (none of its classes) that nobody reviewed are left out by default: their label is
+only the closest class, and training on it would teach the model that a milk carton is a banana. `--unknown-dir`
+puts them under DIR/unknown/ instead (all of them, whatever --min-confidence says; the manifest's model_label is the
+closest class), to look through or to evaluate on (`python -m train.evaluate --ood DIR/unknown`): move that folder
+out before training on DIR, or `unknown` becomes a class. A reviewed image goes under its reviewed label, flagged
+or not.
 
 The result goes straight into `python -m train --data DIR` (or `--extra-data DIR`). Each source is hashed again
 and left out, with a warning, when it is gone or its content changed since the job classified it. DIR is built
@@ -27,45 +35,52 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from db.content_hash import hash_files
-from db.models import Prediction
+from db.models import Prediction, Review
 from db.queries import find_job
-from db.review_queries import job_reviews
+from db.review_queries import job_labels, job_reviews
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["file", "label", "source", "sha256", "model_label", "reviewed_label", "confidence", "reviewer",
-                    "model_version", "job_id"]
+                    "model_version", "job_id", "unknown", "unknown_score"]
+UNKNOWN_DIR = "unknown"  # the folder `--unknown-dir` puts the images flagged unknown in
 
 
 class ExportError(Exception):
     """An export that cannot go ahead; nothing was written."""
 
 
-def _keep(confidence: float | None, review: dict | None, reviewed_only: bool, min_confidence: float | None) -> bool:
+def _keep(p: Prediction, review: dict | None, reviewed_only: bool, min_confidence: float | None,
+          unknown_dir: bool) -> bool:
     if review is not None:
         return not review["none_of_these"]
     if reviewed_only:
         return False
-    return min_confidence is None or (confidence or 0.0) >= min_confidence
+    if p.unknown:
+        return unknown_dir
+    return min_confidence is None or (p.confidence or 0.0) >= min_confidence
 
 
-def export_rows(session: Session, job_id: str, *, reviewed_only: bool = False,
-                min_confidence: float | None = None) -> list[dict[str, Any]]:
+def export_rows(session: Session, job_id: str, *, reviewed_only: bool = False, min_confidence: float | None = None,
+                unknown_dir: bool = False) -> list[dict[str, Any]]:
     """The job's images as training examples (manifest columns but `file`), in path order; see the module doc."""
     job = find_job(session, job_id)
+    if unknown_dir and UNKNOWN_DIR in job_labels(session, job):
+        raise ExportError(f"the model has a class named {UNKNOWN_DIR!r}: --unknown-dir would mix the images it "
+                          "flagged unknown into that class")
     reviews = job_reviews(session, job.id)
     stmt = (select(Prediction).where(Prediction.job_id == job.id, Prediction.error.is_(None))
             .order_by(Prediction.path))
     rows = []
     for p in session.scalars(stmt):
         review = reviews.get(p.path)
-        if not _keep(p.confidence, review, reviewed_only, min_confidence):
+        if not _keep(p, review, reviewed_only, min_confidence, unknown_dir):
             continue
         rows.append({
-            "label": review["reviewed_label"] if review else p.label,
+            "label": review["reviewed_label"] if review else (UNKNOWN_DIR if p.unknown else p.label),
             "source": p.path,
             "sha256": p.content_hash,
             "model_label": p.label,
@@ -74,8 +89,18 @@ def export_rows(session: Session, job_id: str, *, reviewed_only: bool = False,
             "reviewer": review["reviewer"] if review else None,
             "model_version": p.model_version,
             "job_id": job.id,
+            "unknown": p.unknown,
+            "unknown_score": p.unknown_score,
         })
     return rows
+
+
+def unreviewed_unknown(session: Session, job_id: str) -> int:
+    """How many of the job's images the model flagged unknown and nobody reviewed (what --unknown-dir exports)."""
+    job = find_job(session, job_id)
+    reviewed = exists().where(Review.job_id == Prediction.job_id, Review.path == Prediction.path)
+    return int(session.scalar(select(func.count()).where(
+        Prediction.job_id == job.id, Prediction.unknown, Prediction.error.is_(None), ~reviewed)) or 0)
 
 
 def _check_labels(labels: set[str]) -> None:
@@ -184,6 +209,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("--reviewed-only", action="store_true", help="only images a person labelled")
     parser.add_argument("--min-confidence", type=_confidence, metavar="X",
                         help="drop model labels below X (reviewed images stay)")
+    parser.add_argument("--unknown-dir", action="store_true",
+                        help=f"put the unreviewed images the model flagged unknown under DIR/{UNKNOWN_DIR}/ "
+                             "(default: leave them out)")
     parser.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
     parser.add_argument("--database-url", help="default: DATABASE_URL / settings")
     args = parser.parse_args(argv)
@@ -195,7 +223,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         with sessions() as session:
             rows = export_rows(session, args.job_id, reviewed_only=args.reviewed_only,
-                               min_confidence=args.min_confidence)
+                               min_confidence=args.min_confidence, unknown_dir=args.unknown_dir)
+            unknown = unreviewed_unknown(session, args.job_id)
         if not rows:
             raise ExportError(f"job {args.job_id} has no image to export with these filters")
         result = write_dataset(rows, args.out, link=not args.copy)
@@ -206,6 +235,12 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
           f"({result['linked']} hard links, {result['copied']} copies); manifest {result['manifest']}", file=out)
     for label, count in result["classes"].items():
         print(f"  {label:<24} {count:>6}", file=out)
+    if args.unknown_dir and UNKNOWN_DIR in result["classes"]:
+        print(f"note: {UNKNOWN_DIR}/ holds the images the model flagged unknown; move it out before training on "
+              f"{result['out']}, or it becomes a class", file=out)
+    elif unknown and not args.reviewed_only:
+        print(f"left out {unknown} images the model flagged unknown (--unknown-dir puts them under "
+              f"{UNKNOWN_DIR}/)", file=out)
     if len(result["classes"]) < 2:
         print("note: python -m train needs at least 2 classes", file=out)
     print(f"train on it: python -m train --data {result['out']}", file=out)

@@ -1,7 +1,10 @@
 """Queries over stored results: pure functions of a Session returning plain dicts.
 
 Used by `python -m db.report` (the CLI that prints them), `worker.submit`, `worker.heal` and the demo: `find_job`,
-`job_dict`, `stalled_jobs`, `list_jobs`, `job_summary`, `job_predictions`.
+`job_dict`, `job_dicts`, `stalled_jobs`, `list_jobs`, `job_summary`, `job_predictions`.
+
+An image flagged unknown (the model's "not one of the classes I know", `model.unknown`) keeps its closest label
+in `label`; the summary counts it apart from the labels, as what it is.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def job_dict(job: Job) -> dict[str, Any]:
-    """A job as plain data: ids, counts, status, times and the fraction done."""
+def job_dict(job: Job, *, unknown: int | None = None) -> dict[str, Any]:
+    """A job as plain data: ids, counts, status, times and the fraction done.
+
+    `unknown` (images flagged unknown) is counted from the rows, not kept on the job: `job_dicts` counts it.
+    """
     end = _aware(job.finished_at) if job.finished_at else datetime.now(UTC)
     elapsed = (end - _aware(job.created_at)).total_seconds()
     return {
@@ -41,6 +47,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "done": job.done,
         "errors": job.errors,
         "reused": job.reused,
+        "unknown": unknown,
         "skipped": job.skipped,
         "chunks": job.chunks,
         "fraction": job.done / job.total if job.total else 1.0,
@@ -66,6 +73,21 @@ def find_job(session: Session, job_id: str) -> Job:
     raise LookupError(f"no job with id {job_id!r}" if not matches else f"job id prefix {job_id!r} is ambiguous")
 
 
+def unknown_counts(session: Session, job_ids: list[str]) -> dict[str, int]:
+    """Images flagged unknown per job (jobs without any are absent); one query on (job_id, unknown)."""
+    if not job_ids:
+        return {}
+    stmt = (select(Prediction.job_id, func.count()).where(Prediction.job_id.in_(job_ids), Prediction.unknown)
+            .group_by(Prediction.job_id))
+    return {job_id: int(n) for job_id, n in session.execute(stmt)}
+
+
+def job_dicts(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
+    """`job_dict` of each job, with its count of unknown images."""
+    counts = unknown_counts(session, [j.id for j in jobs])
+    return [job_dict(j, unknown=counts.get(j.id, 0)) for j in jobs]
+
+
 def stalled_jobs(session: Session, *, quiet_since: datetime) -> list[dict[str, Any]]:
     """Unfinished jobs with no new row, no heal and no submit since `quiet_since`, oldest first (`worker.heal`)."""
     last_row = select(func.max(Prediction.created_at)).where(Prediction.job_id == Job.id).scalar_subquery()
@@ -81,7 +103,7 @@ def stalled_jobs(session: Session, *, quiet_since: datetime) -> list[dict[str, A
 def list_jobs(session: Session, limit: int = 50) -> list[dict[str, Any]]:
     """The most recent jobs first."""
     jobs = session.scalars(select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)).all()
-    return [job_dict(j) for j in jobs]
+    return job_dicts(session, list(jobs))
 
 
 def _prediction_dict(p: Prediction) -> dict[str, Any]:
@@ -93,6 +115,8 @@ def _prediction_dict(p: Prediction) -> dict[str, Any]:
         "error": p.error,
         "content_hash": p.content_hash,
         "reused": p.reused,
+        "unknown": p.unknown,
+        "unknown_score": p.unknown_score,
         "model_version": p.model_version,
     }
 
@@ -103,15 +127,21 @@ def job_predictions(
     *,
     min_confidence: float | None = None,
     label: str | None = None,
+    unknown: bool | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The job's rows, lowest confidence first (error rows, which have none, come first of all)."""
+    """The job's rows, lowest confidence first (error rows, which have none, come first of all).
+
+    `unknown` True: only the images flagged unknown; False: only classified images not flagged (no error rows).
+    """
     job = find_job(session, job_id)
     stmt = select(Prediction).where(Prediction.job_id == job.id)
     if min_confidence is not None:
         stmt = stmt.where(Prediction.confidence >= min_confidence)
     if label is not None:
         stmt = stmt.where(Prediction.label == label)
+    if unknown is not None:
+        stmt = stmt.where(Prediction.unknown == unknown, Prediction.error.is_(None))
     stmt = stmt.order_by(Prediction.confidence.asc().nulls_first(), Prediction.path)
     if limit is not None:
         stmt = stmt.limit(limit)
@@ -126,13 +156,17 @@ def job_summary(
     bins: int = HISTOGRAM_BINS,
     examples: int = 20,
 ) -> dict[str, Any]:
-    """Counts per label, a confidence histogram, the errors and the least confident images of a job."""
+    """Counts per label, the unknown images, a confidence histogram, the errors and the least confident images.
+
+    Label counts are of the images the model recognised: an unknown image's closest label is no answer, so it is
+    counted under `unknown_count` instead (with the most clearly unknown ones, highest score first, as examples).
+    """
     job = find_job(session, job_id)
     labels = [
         {"label": label, "count": int(count), "mean_confidence": float(mean or 0.0)}
         for label, count, mean in session.execute(
             select(Prediction.label, func.count(), func.avg(Prediction.confidence))
-            .where(Prediction.job_id == job.id, Prediction.label.is_not(None))
+            .where(Prediction.job_id == job.id, Prediction.label.is_not(None), ~Prediction.unknown)
             .group_by(Prediction.label)
             .order_by(func.count().desc(), Prediction.label)
         )
@@ -164,9 +198,21 @@ def job_summary(
     low_count = session.scalar(
         select(func.count()).where(Prediction.job_id == job.id, Prediction.confidence < low_confidence_below)
     )
+    unknown = [
+        {"path": path, "closest": label, "confidence": conf, "unknown_score": score}
+        for path, label, conf, score in session.execute(
+            select(Prediction.path, Prediction.label, Prediction.confidence, Prediction.unknown_score)
+            .where(Prediction.job_id == job.id, Prediction.unknown)
+            .order_by(Prediction.unknown_score.desc().nulls_last(), Prediction.path)
+            .limit(examples)
+        )
+    ]
+    job_info = job_dicts(session, [job])[0]
     return {
-        "job": job_dict(job),
+        "job": job_info,
         "labels": labels,
+        "unknown_count": job_info["unknown"],
+        "unknown": unknown,
         "histogram": histogram,
         "errors": errors,
         "low_confidence_below": low_confidence_below,

@@ -1,11 +1,15 @@
 """Reports on stored results.
 
-    python -m db.report JOB_ID [--format table|csv|json] [--min-confidence X] [--label L] [--limit N]
+    python -m db.report JOB_ID [--format table|csv|json] [--min-confidence X] [--label L] [--unknown|--known]
+                               [--limit N]
     python -m db.report --list [--format ...]
     python -m db.report --diff JOB_A JOB_B [--format ...]
 
-`table` prints the job's summary (counts per label, confidence histogram, errors, least confident images)
-and then its predictions, lowest confidence first; `csv` writes the predictions; `json` writes both.
+`table` prints the job's summary (counts per label, images the model flagged unknown, confidence histogram,
+errors, least confident images) and then its predictions, lowest confidence first; `csv` writes the predictions;
+`json` writes both. Each prediction has `unknown` (True: not one of the classes the model knows; `label` is then
+only the closest class) and `unknown_score` (empty for a model without unknown statistics). `--unknown` lists only
+the images flagged unknown, `--known` only the classified images that are not.
 Rows carry the reviewed label beside the model's (see `python -m db.review`), and the summary the model's
 accuracy on what was reviewed. `--diff` compares two jobs on the same images (matched by content, see `db.diff`).
 A unique prefix of a job id is enough.
@@ -24,21 +28,26 @@ from db.formats import write_table_rows as _table
 from db.queries import find_job, job_predictions, job_summary, list_jobs
 from db.review_queries import review_summary, with_reviews
 
-JOB_COLUMNS = ["job_id", "status", "total", "done", "errors", "reused", "skipped", "model_version", "created_at",
-               "elapsed_s", "folder"]
-PREDICTION_COLUMNS = ["path", "label", "reviewed_label", "confidence", "error", "reused", "content_hash",
-                      "model_version"]
+JOB_COLUMNS = ["job_id", "status", "total", "done", "errors", "unknown", "reused", "skipped", "model_version",
+               "created_at", "elapsed_s", "folder"]
+PREDICTION_COLUMNS = ["path", "label", "reviewed_label", "confidence", "unknown", "unknown_score", "error", "reused",
+                      "content_hash", "model_version"]
 
 
 def _summary_table(summary: dict, out: TextIO) -> None:
     job = summary["job"]
     print(f"job {job['job_id']}  {job['status']}  {job['done']}/{job['total']} images  errors {job['errors']}  "
-          f"reused {job['reused']}  skipped {job['skipped']}  model {job['model_version']}  {job['elapsed_s']:.1f} s",
-          file=out)
+          f"unknown {job['unknown']}  reused {job['reused']}  skipped {job['skipped']}  model {job['model_version']}  "
+          f"{job['elapsed_s']:.1f} s", file=out)
     print(f"folder {job['folder']}\n", file=out)
     if summary["labels"]:
-        print("label counts", file=out)
+        print("label counts (images the model recognised)", file=out)
         _table(summary["labels"], ["label", "count", "mean_confidence"], out)
+        print(file=out)
+    if summary["unknown_count"]:
+        print(f"unknown: {summary['unknown_count']} images look like none of the model's classes "
+              f"(python -m db.report {job['job_id']} --unknown lists them)", file=out)
+        _table(summary["unknown"], ["path", "closest", "confidence", "unknown_score"], out)
         print(file=out)
     peak = max([h["count"] for h in summary["histogram"]] + [1])
     print("confidence", file=out)
@@ -89,6 +98,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     parser.add_argument("--format", choices=sorted(FORMATS), default="table")
     parser.add_argument("--min-confidence", type=float, help="only predictions at or above this confidence")
     parser.add_argument("--label", help="only predictions with this top-1 label")
+    flag = parser.add_mutually_exclusive_group()
+    flag.add_argument("--unknown", dest="unknown", action="store_const", const=True,
+                      help="only images the model flagged unknown (none of its classes)")
+    flag.add_argument("--known", dest="unknown", action="store_const", const=False,
+                      help="only classified images not flagged unknown")
     parser.add_argument("--limit", type=int, help="at most N predictions (table default: 50)")
     parser.add_argument("--database-url", help="default: DATABASE_URL / settings")
     args = parser.parse_args(argv)
@@ -110,7 +124,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             print(f"error: {exc} (python -m db.report --list shows the jobs)", file=sys.stderr)
             return 2
         limit = args.limit if args.limit is not None else (50 if args.format == "table" else None)
-        rows = job_predictions(session, job.id, min_confidence=args.min_confidence, label=args.label, limit=limit)
+        rows = job_predictions(session, job.id, min_confidence=args.min_confidence, label=args.label,
+                               unknown=args.unknown, limit=limit)
         rows = with_reviews(session, job.id, rows)
         summary = ({**job_summary(session, job.id), "review": review_summary(session, job.id)}
                    if args.format != "csv" else None)

@@ -1,6 +1,7 @@
 """Review a job's results from the command line.
 
     python -m db.review JOB_ID                           progress, accuracy so far, the next images to review
+                                                         (flagged unknown first, then lowest confidence first)
     python -m db.review JOB_ID --set PATH LABEL [--by NAME]   PATH as stored for the job, LABEL one of the model's
     python -m db.review JOB_ID --skip PATH [--by NAME]        none of the labels fits (or cannot tell)
 
@@ -39,9 +40,10 @@ def print_status(session: Session, job_id: str, limit: int, out: TextIO) -> None
     if not rows:
         print("nothing left to review", file=out)
         return
-    print("next to review (lowest confidence first):", file=out)
+    print("next to review (unknown first, then lowest confidence first):", file=out)
     for row in rows:
-        print(f"  {row['confidence']:.3f}  {row['path']}  [{_top_k(row)}]", file=out)
+        flag = "  unknown" if row["unknown"] else ""
+        print(f"  {row['confidence']:.3f}{flag}  {row['path']}  [{_top_k(row)}]", file=out)
     print(f"set one: python -m db.review {progress['job_id']} --set PATH LABEL   (or --skip PATH)", file=out)
 
 

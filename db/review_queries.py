@@ -4,7 +4,7 @@ A review gives an image the right label, or none ("none of these / skip": no lab
 reviewer cannot tell). Only images the model classified can be reviewed: an error row has no answer to judge.
 Writes (`set_review`) leave the commit to the caller, as `db.crud` does.
 
-    next_to_review(session, job_id)      the unreviewed image with the lowest confidence, with its top-5
+    next_to_review(session, job_id)      the next unreviewed image (unknown ones first, then lowest confidence), top-5
     to_review(session, job_id, limit)    the next `limit` of them
     review_progress(session, job_id)     {"reviewed": 12, "total": 87, "text": "12 of 87 reviewed", ...}
     reviewed_accuracy(session, job_id)   {"right": 71, "labelled": 87, "text": "right on 71 of 87 reviewed", ...}
@@ -47,22 +47,30 @@ def _candidate_dict(p: Prediction, top_k: int) -> dict[str, Any]:
         "label": p.label,
         "confidence": p.confidence,
         "top_k": [list(pair) for pair in (p.top_k or [])[:top_k]],
+        "unknown": p.unknown,
+        "unknown_score": p.unknown_score,
         "content_hash": p.content_hash,
         "prediction_id": p.id,
     }
 
 
 def to_review(session: Session, job_id: str, *, limit: int | None = 10, top_k: int = TOP_K) -> list[dict[str, Any]]:
-    """The job's classified images that nobody reviewed yet, lowest confidence first (ties by path)."""
+    """The job's classified images that nobody reviewed yet: the ones flagged unknown first, then lowest confidence
+    first (ties by path).
+
+    Unknown images lead whatever their confidence: the model's confidence in its closest class says nothing about
+    an image of none of its classes, and a person is what tells a new kind of input from a bad flag.
+    """
     job = find_job(session, job_id)
     reviewed = exists().where(Review.job_id == Prediction.job_id, Review.path == Prediction.path)
     stmt = (select(Prediction).where(Prediction.job_id == job.id, Prediction.error.is_(None), ~reviewed)
-            .order_by(Prediction.confidence.asc(), Prediction.path).limit(limit))
+            .order_by(Prediction.unknown.desc(), Prediction.confidence.asc(), Prediction.path).limit(limit))
     return [_candidate_dict(p, top_k) for p in session.scalars(stmt)]
 
 
 def next_to_review(session: Session, job_id: str, *, top_k: int = TOP_K) -> dict[str, Any] | None:
-    """The unreviewed image the model is least sure of, with its top-k; None when all are reviewed."""
+    """The first unreviewed image of `to_review` (unknown, else least sure), with its top-k; None when all are
+    reviewed."""
     rows = to_review(session, job_id, limit=1, top_k=top_k)
     return rows[0] if rows else None
 

@@ -29,6 +29,9 @@ def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 
 def _row(path: str, content_hash: str | None, prediction) -> dict[str, Any]:
+    # An error row has no verdict to carry: not unknown, no score.
+    ok = prediction.error is None
+    score = prediction.unknown_score if ok else None
     return {
         "path": path,
         "content_hash": content_hash,
@@ -36,6 +39,8 @@ def _row(path: str, content_hash: str | None, prediction) -> dict[str, Any]:
         "confidence": prediction.confidence,
         "top_k": [[label, float(conf)] for label, conf in prediction.top_k] if prediction.top_k else None,
         "error": prediction.error,
+        "unknown": bool(prediction.unknown) and ok,
+        "unknown_score": None if score is None else float(score),
     }
 
 

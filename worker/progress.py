@@ -13,11 +13,11 @@ from typing import Any, TextIO
 
 def job_progress(job_id: str, *, database_url: str) -> dict[str, Any]:
     """The job's status and counters (see `db.queries.job_dict`); raises LookupError for an unknown id."""
-    from db.queries import find_job, job_dict
+    from db.queries import find_job, job_dicts
     from db.session import session_factory
 
     with session_factory(database_url)() as session:
-        return job_dict(find_job(session, job_id))
+        return job_dicts(session, [find_job(session, job_id)])[0]
 
 
 def wait_for_job(job_id: str, *, database_url: str, poll_s: float = 0.5, timeout: float | None = None,
@@ -78,9 +78,12 @@ def print_summary(job_id: str, *, database_url: str, out: TextIO = sys.stdout) -
     secs = job["elapsed_s"] or 0.0
     print(f"job {job_id}: {job['status']}, {job['done']}/{job['total']} images in {secs:.1f} s"
           + (f" ({rate / secs:.1f} img/s computed)" if secs and rate else ""), file=out)
-    print(f"  reused {job['reused']}, errors {job['errors']}, skipped (not images) {job['skipped']}", file=out)
+    print(f"  reused {job['reused']}, errors {job['errors']}, unknown (none of the model's classes) {job['unknown']}, "
+          f"skipped (not images) {job['skipped']}", file=out)
     if job["error"]:
         print(f"  failed: {job['error']}", file=out)
     for row in summary["labels"][:10]:
         print(f"  {row['label']:<24} {row['count']:>7}  mean confidence {row['mean_confidence']:.3f}", file=out)
+    if job["unknown"]:
+        print(f"  {'(unknown)':<24} {job['unknown']:>7}  list them: python -m db.report {job_id} --unknown", file=out)
     print(f"details: python -m db.report {job_id}", file=out)

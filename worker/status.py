@@ -96,7 +96,7 @@ def running_jobs(*, database_url: str | None = None, limit: int = 10) -> list[di
     from sqlalchemy import inspect, select
 
     from db.models import Job, JobStatus
-    from db.queries import job_dict
+    from db.queries import job_dicts
     from db.session import get_engine, session_factory
 
     database_url = database_url or _settings().database_url
@@ -105,7 +105,7 @@ def running_jobs(*, database_url: str | None = None, limit: int = 10) -> list[di
     with session_factory(database_url)() as session:
         jobs = session.scalars(select(Job).where(Job.status.not_in(JobStatus.FINISHED))
                                .order_by(Job.created_at).limit(limit)).all()
-        return [{**(d := job_dict(j)), "rate": _rate(d)} for j in jobs]
+        return [{**d, "rate": _rate(d)} for d in job_dicts(session, list(jobs))]
 
 
 def fleet_status(*, redis_url: str | None = None, database_url: str | None = None, queue: str | None = None,
@@ -136,8 +136,9 @@ def status_line(status: dict[str, Any]) -> str:
         parts.append("no running jobs")
     for job in status["jobs"] or []:
         rate = f", {job['rate']:.1f} img/s" if job["rate"] else ""
+        unknown = f", {job['unknown']:,} unknown" if job["unknown"] else ""
         parts.append(f"job {job['job_id']} {job['status']}: {job['done']:,}/{job['total']:,} "
-                     f"({job['fraction']:.0%}){rate}{heal_note(job)}")
+                     f"({job['fraction']:.0%}){rate}{unknown}{heal_note(job)}")
     return " · ".join(parts)
 
 
@@ -195,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     for worker in status["workers"]:
         print(f"  worker {worker}")
     for job in status["jobs"] or []:
-        print(f"  job {job['job_id']}: {job['status']}, {job['done']:,}/{job['total']:,}, {job['errors']:,} errors"
-              f"{heal_note(job)}, folder {job['folder']}")
+        print(f"  job {job['job_id']}: {job['status']}, {job['done']:,}/{job['total']:,}, {job['errors']:,} errors, "
+              f"{job['unknown']:,} unknown{heal_note(job)}, folder {job['folder']}")
     for err in status["errors"]:
         print(f"  recent worker error: {err['time']} {err['worker']} job {err['job_id']}: {err['error']}")
     return 0 if status["queue"] is not None and status["jobs"] is not None else 1

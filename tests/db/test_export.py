@@ -143,6 +143,65 @@ def test_changed_or_missing_sources_are_left_out(sessions, tmp_path, capsys):
     assert len(_manifest(tmp_path / "export")) == 3
 
 
+def _flagged_job(sessions, tmp_path, job_id="job1", labels=("apple", "banana", "cherry")):
+    """A job on real files of which the model flagged three unknown: one of them a person labelled, one a person
+    marked none of these."""
+    src = tmp_path / "shop"
+    files = {  # name: (closest label, confidence, unknown, colour)
+        "a.png": ("apple", 0.9, False, "apple"),
+        "c.png": ("banana", 0.7, False, "banana"),
+        "low.png": ("cherry", 0.2, False, "cherry"),
+        "carton.png": ("banana", 0.98, True, "banana"),
+        "milk.png": ("apple", 0.3, True, "apple"),
+        "tomato.png": ("apple", 0.6, True, "cherry"),
+        "odd.png": ("cherry", 0.5, True, "cherry"),
+    }
+    rows = []
+    for i, (name, (label, conf, unknown, colour)) in enumerate(files.items()):
+        path = _image(src / name, COLOURS[colour], 100 + i)
+        rows.append(row(path, label, conf, sha256_file(path), unknown=unknown, unknown_score=40.0 if unknown else 2.0))
+    add_job(sessions, job_id, rows, folder=str(src), labels=list(labels))
+    with sessions() as session:
+        set_review(session, job_id, str(src / "tomato.png"), "cherry", "ann")  # flagged, but a person knows it
+        set_review(session, job_id, str(src / "odd.png"), None, "ann")  # none of these: left out either way
+        session.commit()
+    return src
+
+
+def test_export_leaves_unknown_out_or_puts_it_under_unknown(sessions, tmp_path):
+    src = _flagged_job(sessions, tmp_path)
+    code, text = _export(sessions, "job1", "--out", str(tmp_path / "default"))
+    assert code == 0, text
+    assert _tree(tmp_path / "default") == ["apple/a.png", "banana/c.png", "cherry/low.png", "cherry/tomato.png"]
+    assert "left out 2 images the model flagged unknown (--unknown-dir puts them under unknown/)" in text
+    assert {r["file"]: r["unknown"] for r in _manifest(tmp_path / "default")}["cherry/tomato.png"] == "True"
+
+    code, text = _export(sessions, "job1", "--out", str(tmp_path / "all"), "--unknown-dir", "--min-confidence", "0.5")
+    assert code == 0, text
+    # low.png goes (0.2 < 0.5); the flagged ones all go under unknown/, milk.png's 0.3 notwithstanding.
+    assert _tree(tmp_path / "all") == ["apple/a.png", "banana/c.png", "cherry/tomato.png", "unknown/carton.png",
+                                       "unknown/milk.png"]
+    manifest = {r["file"]: r for r in _manifest(tmp_path / "all")}
+    carton = manifest["unknown/carton.png"]
+    assert (carton["label"], carton["model_label"], carton["reviewed_label"]) == ("unknown", "banana", "")
+    assert (carton["unknown"], float(carton["unknown_score"])) == ("True", 40.0)
+    assert carton["source"] == str(src / "carton.png")
+    assert (manifest["apple/a.png"]["unknown"], float(manifest["apple/a.png"]["unknown_score"])) == ("False", 2.0)
+    assert "unknown/ holds the images the model flagged unknown; move it out before training" in text
+
+    code, text = _export(sessions, "job1", "--out", str(tmp_path / "reviewed"), "--reviewed-only", "--unknown-dir")
+    assert code == 0, text
+    assert _tree(tmp_path / "reviewed") == ["cherry/tomato.png"]  # a person's label only, flagged or not
+
+
+def test_unknown_dir_refused_for_a_model_with_an_unknown_class(sessions, tmp_path, capsys):
+    _flagged_job(sessions, tmp_path, labels=("apple", "banana", "cherry", "unknown"))
+    assert _export(sessions, "job1", "--out", str(tmp_path / "x"), "--unknown-dir")[0] == 2
+    assert "the model has a class named 'unknown'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    assert _export(sessions, "job1", "--out", str(tmp_path / "x"))[0] == 0  # without the flag: left out
+
+
 def test_file_names_resolve_clashes_ignoring_case():
     from db.export import file_names
 

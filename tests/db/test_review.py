@@ -23,7 +23,7 @@ from db.review_queries import (
     to_review,
     with_reviews,
 )
-from tests.helpers.databases import add_job, row
+from tests.helpers.databases import add_job, alembic_command, row
 
 ROWS = [
     row("/f/a.jpg", "apple", 0.9),
@@ -37,22 +37,6 @@ ROWS = [
 def _count_reviews(factory) -> int:
     with factory() as session:
         return session.scalar(sa.select(sa.func.count()).select_from(Review))
-
-
-def _alembic(url: str, action: str, revision: str) -> None:
-    """Run an Alembic command the way db.migrate does (on a connection it passes in), uncached."""
-    from alembic import command
-
-    from db.migrate import alembic_config
-    from db.session import make_engine
-
-    cfg, engine = alembic_config(), make_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            getattr(command, action)(cfg, revision)
-    finally:
-        engine.dispose()
 
 
 def test_migration_up_down_up(empty_database_url):
@@ -74,11 +58,11 @@ def test_migration_up_down_up(empty_database_url):
         set_review(session, "job1", "/f/b.jpg", "apple", "ann")
         session.commit()
 
-    _alembic(url, "downgrade", "0002")
+    alembic_command(url, "downgrade", "0002")
     assert current_revision(url) == "0002"
     tables = sa.inspect(engine).get_table_names()
     assert "reviews" not in tables and {"jobs", "predictions", "job_files"} <= set(tables)
-    _alembic(url, "upgrade", "head")
+    alembic_command(url, "upgrade", "head")
     assert current_revision(url) == "0005" and "reviews" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:  # the results outlived the round trip; the reviews went with their table
         assert conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == len(ROWS)
@@ -113,7 +97,7 @@ def test_migration_0005_keeps_every_result_and_review(empty_database_url):
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT heals, healed_at FROM jobs").one() == (0, None)
     assert kept() == (1, 1)
-    _alembic(url, "downgrade", "0004")
+    alembic_command(url, "downgrade", "0004")
     assert kept() == (1, 1)
 
 

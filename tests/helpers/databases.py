@@ -71,16 +71,34 @@ def url_of(sessions) -> str:
     return sessions.kw["bind"].url.render_as_string(hide_password=False)
 
 
+def alembic_command(url: str, action: str, revision: str) -> None:
+    """Run an Alembic command ("upgrade", "downgrade") the way db.migrate does (on a connection it passes in),
+    uncached: for tests of the migrations themselves."""
+    from alembic import command
+
+    from db.migrate import alembic_config
+    from db.session import make_engine
+
+    cfg, engine = alembic_config(), make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            getattr(command, action)(cfg, revision)
+    finally:
+        engine.dispose()
+
+
 def row(path: str, label: str | None, confidence: float | None, content_hash: str | None = "auto",
-        error: str | None = None) -> dict[str, Any]:
-    """A result row ("auto": a hash made from the path); the top-k puts `label` first, the rest share the remainder."""
+        error: str | None = None, *, unknown: bool = False, unknown_score: float | None = None) -> dict[str, Any]:
+    """A result row ("auto": a hash made from the path); the top-k puts `label` first, the rest share the remainder.
+    `unknown`: the model's "none of my classes" flag, `label` then being the closest class."""
     top_k = None
     if label is not None:
         rest = [x for x in LABELS if x != label]
         top_k = [[label, confidence]] + [[x, (1 - confidence) / len(rest)] for x in rest]
     content_hash = f"h-{path}" if content_hash == "auto" else content_hash
     return {"path": path, "label": label, "confidence": confidence, "content_hash": content_hash, "top_k": top_k,
-            "error": error}
+            "error": error, "unknown": unknown, "unknown_score": unknown_score}
 
 
 def add_job(sessions, job_id: str, rows: list[dict[str, Any]], *, version: str = "v-old", folder: str = "/f",

@@ -110,6 +110,8 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier, good_image
         job = crud.refresh_job(session=session, job_id="j")
     assert len(stored) == len(items)
     assert (job.status, job.done, job.errors) == ("done", len(items), len(bad))
+    # The tiny bundle has no unknown statistics: no flag and no score, on results and errors alike.
+    assert {(r.unknown, r.unknown_score) for r in stored} == {(False, None)}
 
 
 @pytest.mark.slow
