@@ -4,7 +4,7 @@
 
 `build_demo()` reads the settings and the bundle's small JSON files: no model load, no TensorFlow import and no
 network I/O, so tests and Hugging Face Spaces can build it; `demo.demo` builds the configured app on first access.
-The Batch tab also reviews a job's results (`demo_review`) and compares two jobs (`demo_compare`).
+The Batch tab also reviews a job's results (`webui.review`) and compares two jobs (`webui.compare`).
 The classifier loads once per process: at launch, or on the first request. Classification is batched
 (`batch=True`, bounded `max_batch_size`): concurrent users share one forward pass (`model.explain`).
 """
@@ -22,14 +22,14 @@ from typing import Any
 
 import gradio as gr
 
-from demo_batch import BatchTab, batch_tab
-from demo_compare import CompareView, compare_view
-from demo_review import ReviewView, review_view
 from model.bundle import read_card
 from model.card import card_markdown, metrics_lines, training_plots
 from model.explain import Explainer
 from model.predict import Prediction
 from settings import ROOT, Settings, get_settings
+from webui.batch import BatchTab, batch_tab
+from webui.compare import CompareView, compare_view
+from webui.review import ReviewView, review_view
 
 EXAMPLES_DIR = ROOT / "examples"
 NO_IMAGE = "No image: upload a photo, take one with the webcam, or paste one from the clipboard."

@@ -9,7 +9,7 @@ import pytest
 
 import demo
 from model.card import card_markdown
-from worker.allowed_roots import allowed_roots, resolve_folder
+from webui.allowed_roots import allowed_roots, resolve_folder
 
 
 def test_resolve_folder_accepts_folders_inside_a_root(tmp_path):

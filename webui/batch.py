@@ -1,7 +1,7 @@
 """The demo's Batch tab: submit a server folder to the Celery workers, follow the job, read its results.
 
 The handlers are bound to one app's bundle and settings (`BatchTab`); the folder rule is
-`worker.allowed_roots`, submission `worker.submit`, progress `worker.progress`, the results `db.queries`.
+`webui.allowed_roots`, submission `worker.submit`, progress `worker.progress`, the results `db.queries`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import gradio as gr
 
 from model.images import ImageError, load_thumbnail
 from settings import Settings
-from worker.allowed_roots import allowed_roots, resolve_folder
+from webui.allowed_roots import allowed_roots, resolve_folder
 
 NO_BROKER = ("**Batch jobs are not available here:** no task broker (Redis) is reachable, so folder jobs cannot "
              "run. Start Redis and a worker (README, *Batch classification*); the Classify tab works without them.")
