@@ -1,8 +1,11 @@
 """Classify and explain in one call: the top-k and a Grad-CAM heatmap over each photo, from one forward pass.
 
-`Explainer` holds a bundle's classifier and its Grad-CAM twin (same weights, same runtime, see model.gradcam).
-It loads them on first use, once, whichever thread asks first, and pays for the first calls (ONNX allocations,
-TensorFlow traces) before any caller does. The demo's Classify tab is its one user.
+`Explainer` holds a bundle's Grad-CAM network (model.gradcam) and a classifier that runs on it: the two-output
+network gives the classifier's very probabilities, so one network session (one ONNX conversion, one set of
+buffers) serves the plain predictions and the explained ones. It loads on first use, once, whichever thread asks
+first, and pays for the first calls (ONNX allocations, TensorFlow traces) before any caller does. Each photo is
+decoded once: the model's input and the copy the heatmap is drawn on come from the same decode. The demo is its
+one user.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from model.gradcam import GradCAM, overlay
-from model.images import ImageError, load_thumbnail
-from model.predict import TOP_K, Classifier, Prediction, load_classifier
+from model.images import DEFAULT_MAX_PIXELS
+from model.predict import TOP_K, Classifier, Prediction, open_bundle
+from model.runtimes import AUTO
 
 OVERLAY_SIDE = 384  # the heatmap is drawn on a copy of the photo at most this big
 
@@ -25,48 +29,52 @@ OVERLAY_SIDE = 384  # the heatmap is drawn on a copy of the photo at most this b
 class Explainer:
     """Top-k predictions with their Grad-CAM heatmaps for one bundle, loaded lazily."""
 
-    def __init__(self, model_dir: str | os.PathLike, **load_options: Any):
-        """`load_options` go to `load_classifier` (runtime, threads, shared_cache_dir, max_pixels)."""
+    def __init__(self, model_dir: str | os.PathLike, *, runtime: str = AUTO, threads: int = 0,
+                 shared_cache_dir: str | os.PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS):
+        """The options are `load_classifier`'s (how the network runs, the largest image decoded)."""
         self.model_dir = Path(model_dir)
-        self._options = load_options
+        self._options: dict[str, Any] = dict(runtime=runtime, threads=threads, shared_cache_dir=shared_cache_dir,
+                                             max_pixels=max_pixels)
         self._lock = threading.Lock()
         self._loaded: tuple[Classifier, GradCAM] | None = None
 
     def load(self) -> tuple[Classifier, GradCAM]:
-        """(Classifier, GradCAM); the first call loads and warms them up (compiles the forward pass)."""
+        """(Classifier, GradCAM) on one network; the first call loads and warms it up (compiles the forward)."""
         with self._lock:
             if self._loaded is None:
-                clf = load_classifier(self.model_dir, **self._options)
-                cam = GradCAM.for_classifier(clf)
-                size = clf.input_size
+                o = self._options
+                model, config, card = open_bundle(self.model_dir, o["runtime"], o["threads"])
+                cam = GradCAM(model, input_size=config.input_size, model_version=config.model_version,
+                              runtime=o["runtime"], cache_dir=self.model_dir,
+                              shared_cache_dir=o["shared_cache_dir"], threads=o["threads"])
+                clf = Classifier(model, config, card, forward_fn=cam.probabilities, runtime=cam.runtime,
+                                 cache_dir=self.model_dir, shared_cache_dir=o["shared_cache_dir"],
+                                 threads=o["threads"], max_pixels=o["max_pixels"])
                 for n in (1, 2):  # the first calls allocate (ONNX) or trace (TF): pay that before any user does
-                    cam(np.zeros((n, size, size, 3), np.float32))
+                    cam(np.zeros((n, config.input_size, config.input_size, 3), np.float32))
                 self._loaded = (clf, cam)
             return self._loaded
 
     def predict(self, images: Sequence[str | os.PathLike | bytes], top_k: int = TOP_K, explain: bool = True
                 ) -> list[Prediction]:
-        """One Prediction per image from a single forward pass; `explain` adds its `heatmap` overlay.
-
-        The probabilities and the heatmaps come out of the same pass of the Grad-CAM network; without
-        `explain` the plain classifier runs and nothing is drawn.
-        """
+        """One Prediction per image from a single forward pass; `explain` adds its `heatmap` overlay."""
         clf, cam = self.load()
-        batch, errors = clf.preprocess(images)
-        if explain:
-            probs, maps = cam.explain(batch)
-        else:
-            probs, maps = clf.forward(batch), None
+        if not explain:
+            batch, errors = clf.preprocess(images)
+            return clf.assemble(errors, clf.postprocess(clf.forward(batch), top_k))
+        batch, errors, shown = clf.preprocess_for_display(images, OVERLAY_SIDE)
+        probs, maps = cam.explain(batch)
         predictions = clf.assemble(errors, clf.postprocess(probs, top_k))
-        if maps is not None:
-            good = [(source, p) for source, p in zip(images, predictions, strict=True) if p.ok]
-            for (source, p), heat in zip(good, maps, strict=True):
-                p.heatmap = _overlay(source, heat, clf.max_pixels)
+        for p, photo, heat in zip([p for p in predictions if p.ok], shown, maps, strict=True):
+            p.heatmap = overlay(photo, heat)
         return predictions
 
-
-def _overlay(source: str | os.PathLike | bytes, heat: np.ndarray, max_pixels: int) -> np.ndarray | None:
-    try:
-        return overlay(load_thumbnail(source, OVERLAY_SIDE, max_pixels), heat)
-    except ImageError:  # the file changed or vanished since it was classified: no picture, still a label
-        return None
+    def classify(self, images: Sequence[str | os.PathLike | bytes], top_k: int = TOP_K, thumbnail_side: int = 64
+                 ) -> list[tuple[Prediction, np.ndarray | None]]:
+        """(Prediction, thumbnail) per image from one forward pass, no heatmap: the thumbnail (None for an
+        unusable image) comes from the decode the model's input came from."""
+        clf, _ = self.load()
+        batch, errors, shown = clf.preprocess_for_display(images, thumbnail_side)
+        predictions = clf.assemble(errors, clf.postprocess(clf.forward(batch), top_k))
+        thumbs = iter(shown)
+        return [(p, next(thumbs) if p.ok else None) for p in predictions]

@@ -116,6 +116,11 @@ class GradCAM:
         features, probs = self._forward(np.asarray(batch, dtype=np.float32))
         return np.asarray(features), np.asarray(probs)
 
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """The classifier's probabilities (N, C) from this network: same layers, same weights, same numbers, so
+        a process that explains can run its plain predictions here too, on one network session."""
+        return self(batch)[1]
+
     def explain(self, batch: np.ndarray, class_ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, C), heatmaps (N, h, w)) for class_ids, or for each image's top class."""
         features, probs = self(batch)

@@ -19,7 +19,7 @@ import numpy as np
 from model.bundle import SHIPPED_MODEL_DIR, BundleConfig, load_keras_model, read_card, weights_hash
 from model.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_images
 from model.onnx_cache import default_cache_dir
-from model.runtimes import AUTO, configure_tf_threads, make_forward, resolve_runtime
+from model.runtimes import AUTO, RUNTIMES, configure_tf_threads, make_forward, resolve_runtime
 
 IMAGENET = "imagenet"
 TOP_K = 5  # labels per prediction
@@ -59,8 +59,9 @@ class Classifier:
                  shared_cache_dir: str | os.PathLike | None = None, threads: int = 0,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         """`runtime`: tf | onnx | auto, see model.runtimes, which also explains `cache_dir` (the bundle folder),
-        `shared_cache_dir` and `threads`; without a cache folder, `auto` stays on TensorFlow. `max_pixels` is
-        the decompression-bomb guard of every decode."""
+        `shared_cache_dir` and `threads`; without a cache folder, `auto` stays on TensorFlow. With `forward_fn`
+        (a batch function that runs the network some other way) `runtime` only names where it runs ("custom"
+        unless tf or onnx). `max_pixels` is the decompression-bomb guard of every decode."""
         self.model = model
         self.config = config
         self.card = card or {}
@@ -68,7 +69,7 @@ class Classifier:
         self.input_size: int = int(config.input_size)
         self.model_version: str = config.model_version or weights_hash(model)
         self.max_pixels = max_pixels
-        self.runtime = "custom"
+        self.runtime = runtime if runtime in RUNTIMES else "custom"
         # Where runtime conversions of this model (and of its Grad-CAM twin) are kept, and on how many threads.
         self.cache_dir, self.shared_cache_dir, self.threads = cache_dir, shared_cache_dir, threads
         if forward_fn is None:
@@ -80,13 +81,20 @@ class Classifier:
     def preprocess(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[str | None]]:
         """Decode in parallel; returns the batch of the good images and a per-input error (or None)."""
         decoded = load_images(images, self.input_size, self.max_pixels)
-        errors = [str(d) if isinstance(d, ImageError) else None for d in decoded]
+        return self._batch([d for d in decoded if not isinstance(d, ImageError)]), _errors(decoded)
+
+    def preprocess_for_display(self, images: Sequence[ImageInput], display_side: int
+                               ) -> tuple[np.ndarray, list[str | None], list[np.ndarray]]:
+        """`preprocess`, and a copy of each good image for display from the same decode (a page shows the photo
+        it classified without decoding it again; see `model.images.load_image_for_display`)."""
+        decoded = load_images(images, self.input_size, self.max_pixels, display_side)
         good = [d for d in decoded if not isinstance(d, ImageError)]
-        if good:
-            batch = np.stack(good).astype(np.float32)
-        else:
-            batch = np.zeros((0, self.input_size, self.input_size, 3), np.float32)
-        return batch, errors
+        return self._batch([g[0] for g in good]), _errors(decoded), [g[1] for g in good]
+
+    def _batch(self, arrays: list[np.ndarray]) -> np.ndarray:
+        if arrays:
+            return np.stack(arrays).astype(np.float32)
+        return np.zeros((0, self.input_size, self.input_size, 3), np.float32)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
@@ -147,6 +155,10 @@ class Classifier:
         return self.assemble(errors, self.postprocess(self.forward(batch), top_k))
 
 
+def _errors(decoded: Sequence) -> list[str | None]:
+    return [str(d) if isinstance(d, ImageError) else None for d in decoded]
+
+
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
     chunk: list = []
     for item in items:
@@ -183,10 +195,9 @@ def load_classifier(source: str | os.PathLike = SHIPPED_MODEL_DIR, input_size: i
     `threads` and `shared_cache_dir` choose how it runs (see model.runtimes; an ONNX conversion is cached beside
     the bundle), `max_pixels` the largest image it decodes. Entry points take them from settings.
     """
-    resolve_runtime(runtime)  # a bad name or a missing package fails here, before seconds of model loading
-    configure_tf_threads(threads)  # before Keras starts TensorFlow's thread pools
     options = dict(runtime=runtime, threads=threads, max_pixels=max_pixels)
     if str(source) == IMAGENET:
+        prepare_runtime(runtime, threads)
         from model.network import build_imagenet_model
 
         model = build_imagenet_model(input_size)
@@ -194,7 +205,19 @@ def load_classifier(source: str | os.PathLike = SHIPPED_MODEL_DIR, input_size: i
         # No bundle folder: the conversion lives in the shared cache, beside other bundles' (none is removed).
         return Classifier(model, config, card={"dataset": "ImageNet-1k (stock Keras weights)"},
                           shared_cache_dir=default_cache_dir(shared_cache_dir), **options)
-    config = BundleConfig.read(source)
-    model = load_keras_model(source)
-    return Classifier(model, config, card=read_card(source), cache_dir=source, shared_cache_dir=shared_cache_dir,
-                      **options)
+    model, config, card = open_bundle(source, runtime, threads)
+    return Classifier(model, config, card=card, cache_dir=source, shared_cache_dir=shared_cache_dir, **options)
+
+
+def prepare_runtime(runtime: str = AUTO, threads: int = 0) -> None:
+    """What comes before any model loads: a bad runtime name or a missing package fails here, before seconds of
+    loading, and the thread count reaches TensorFlow before Keras starts its thread pools."""
+    resolve_runtime(runtime)
+    configure_tf_threads(threads)
+
+
+def open_bundle(source: str | os.PathLike, runtime: str = AUTO, threads: int = 0) -> tuple[object, BundleConfig, dict]:
+    """(Keras model, config, card) of a bundle folder, after `prepare_runtime`: what a `Classifier` is made of."""
+    prepare_runtime(runtime, threads)
+    config = BundleConfig.read(source)  # "not a model bundle" before seconds of loading
+    return load_keras_model(source), config, read_card(source)
