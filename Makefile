@@ -132,3 +132,10 @@ bench-batch: venv
 bench: venv
 	$(BIN)/python -m benchmarks.batch $(if $(MODEL),--model $(MODEL),--input-size $(or $(SIZE),224)) \
 	  $(if $(IMAGES),--images $(IMAGES),) $(if $(SCALE),--scale $(SCALE),)
+
+## The Hugging Face Space, simulated (minutes, mostly pip; not part of `make test`): the pushed files in a temporary
+## folder, a fresh venv from requirements.txt only, `python demo.py` as a Space runs it (SPACE_ID set, no Redis), one
+## photo and one upload of several photos through the HTTP API
+.PHONY: space-check
+space-check: venv
+	$(BIN)/python .ci/space_check.py $(if $(KEEP),--keep,)
