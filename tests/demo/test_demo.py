@@ -86,3 +86,18 @@ def test_examples_ship_with_their_license():
     assert len(paths) >= 21 * 2
     assert (demo.EXAMPLES_DIR / "NOTICE.md").is_file()
     assert len({os.path.basename(os.path.dirname(p)) for p in paths[:21]}) == 21  # first page: every class
+
+
+def test_the_repository_is_a_space_as_it_stands():
+    """What `make space-check` checks before it installs anything: the README's front matter names the pinned
+    Gradio, Python 3.11 and demo.py, and model.keras is the real file (not a Git LFS pointer)."""
+    import importlib.util
+
+    from settings import ROOT
+
+    spec = importlib.util.spec_from_file_location("space_check", ROOT / ".ci" / "space_check.py")
+    space_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(space_check)
+    space_check.check_front_matter(ROOT)
+    pushed = space_check.pushed_files()
+    assert {"demo.py", "requirements.txt", "webui/upload.py", "model/fruits-densenet121/model.keras"} <= set(pushed)
