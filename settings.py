@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     chunk_size: int = 64  # images per Celery task; small enough to finish well inside the visibility timeout
     visibility_timeout_s: int = 3600
     stall_warning_s: int = 60  # `submit --wait` explains a job that made no progress for this long
+    # A task retries database and broker errors with exponential backoff (2, 4, 8 ... s, at most TASK_RETRY_MAX_S,
+    # each cut by up to half at random): 12 retries wait 4 to 8 minutes in all, a database restart or failover.
+    task_max_retries: int = 12
+    task_retry_max_s: float = 60.0
+    # Healing (worker.heal): every HEAL_CHECK_S one worker of the fleet looks for unfinished jobs with files
+    # without a row, no chunk queued or in flight and no new row for HEAL_AFTER_S, and queues those files again;
+    # a job that stalls again after HEAL_MAX heals ends failed with the reason.
+    heal_after_s: float = 300.0
+    heal_check_s: float = 30.0
+    heal_max: int = 3
 
     # Demo
     demo_host: str = "127.0.0.1"

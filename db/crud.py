@@ -94,13 +94,18 @@ def reusable_results(*, session: Session, model_version: str, hashes: Iterable[s
     return found
 
 
-def refresh_job(*, session: Session, job_id: str, chunks: int | None = None) -> Job | None:
+def refresh_job(*, session: Session, job_id: str, chunks: int | None = None, error: str | None = None) -> Job | None:
     """Recount the job's rows and set its status; the job row is locked so concurrent chunks serialise here.
 
     Call after inserting a chunk's rows, in the same transaction: on PostgreSQL the row lock makes the
-    next chunk's count (a new snapshot under READ COMMITTED) see this chunk's committed rows.
+    next chunk's count (a new snapshot under READ COMMITTED) see this chunk's committed rows. `error` is a reason
+    for the job to fail (the first one given is kept). The finish rule: a job ends once every image has a row,
+    `failed` when it was given a reason, `done` otherwise.
     """
-    job = session.execute(select(Job).where(Job.id == job_id).with_for_update()).scalar_one_or_none()
+    # FOR NO KEY UPDATE on PostgreSQL: the chunk's own inserts hold FOR KEY SHARE on this row (the foreign key), and
+    # FOR UPDATE would wait for the other chunk's KEY SHARE while it waits for ours: a deadlock per pair of chunks.
+    job = session.execute(select(Job).where(Job.id == job_id).with_for_update(key_share=True)
+                          .execution_options(populate_existing=True)).scalar_one_or_none()
     if job is None:
         return None
     done, errors, reused = session.execute(
@@ -114,16 +119,61 @@ def refresh_job(*, session: Session, job_id: str, chunks: int | None = None) -> 
     values: dict[str, Any] = {"done": int(done), "errors": int(errors), "reused": int(reused)}
     if chunks is not None:
         values["chunks"] = chunks
+    if error is not None and job.error is None:
+        values["error"] = error
     if job.status not in JobStatus.FINISHED:
         if done >= job.total:
             # A job whose chunk no worker could run ends failed (with the reason), even though every image has a row.
-            values.update(status=JobStatus.FAILED if job.error else JobStatus.DONE, finished_at=now)
+            values.update(status=JobStatus.FAILED if job.error or error else JobStatus.DONE, finished_at=now)
             values.setdefault("started_at", job.started_at or now)
         elif done > reused and job.status == JobStatus.QUEUED:
             values.update(status=JobStatus.RUNNING, started_at=now)
     session.execute(update(Job).where(Job.id == job_id).values(**values))
     session.refresh(job)
     return job
+
+
+def record_failure(*, session: Session, job_id: str, items: Sequence[Sequence[str | None]], error: str,
+                   worker: str | None = None) -> Job | None:
+    """Give each of `items` ([path, sha256]) that has no row an error row, put `error` on the job and recount it.
+
+    Rows stored before are kept; the job ends `failed` once every image has a row. None for an unknown job.
+    """
+    model_version = session.scalar(select(Job.model_version).where(Job.id == job_id))
+    if model_version is None:
+        return None
+    insert_predictions(session=session, rows=[
+        {"job_id": job_id, "path": str(p), "model_version": model_version, "content_hash": h, "error": error,
+         "worker": worker} for p, h in items
+    ])
+    return refresh_job(session=session, job_id=job_id, error=error)
+
+
+def fail_job(*, session: Session, job_id: str, error: str, worker: str | None = None) -> Job | None:
+    """End an unfinished job `failed` with `error` now: its files without a row get an error row with the reason.
+
+    Images that have no row and are not in the job's file list cannot get one; the job ends failed all the same.
+    """
+    job = record_failure(session=session, job_id=job_id, items=files_without_row(session=session, job_id=job_id),
+                         error=error, worker=worker)
+    if job is not None and job.status not in JobStatus.FINISHED:
+        now = utcnow()
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status=JobStatus.FAILED, finished_at=now, started_at=job.started_at or now))
+        session.refresh(job)
+    return job
+
+
+def claim_heal(*, session: Session, job_id: str, heals: int) -> bool:
+    """Count one heal of an unfinished job seen with `heals` heals; False when another worker counted it first.
+
+    A compare-and-set on the job row: of any number of workers that saw the same stalled job, exactly one heals it.
+    """
+    claimed = session.execute(
+        update(Job).where(Job.id == job_id, Job.heals == heals, Job.status.not_in(JobStatus.FINISHED))
+        .values(heals=heals + 1, healed_at=utcnow())
+    )
+    return claimed.rowcount == 1
 
 
 def mark_started(*, session: Session, job_id: str) -> None:

@@ -30,6 +30,7 @@ from typing import Any, TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.content_hash import hash_files
 from db.models import Prediction
 from db.queries import find_job
 from db.review_queries import job_reviews
@@ -105,8 +106,6 @@ def file_names(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _unchanged(rows: list[dict[str, Any]], warn: TextIO) -> list[dict[str, Any]]:
-    from worker.pipeline import hash_files
-
     kept = []
     for row, digest in zip(rows, hash_files([r["source"] for r in rows]), strict=True):
         if digest is None:

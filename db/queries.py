@@ -1,7 +1,7 @@
 """Queries over stored results: pure functions of a Session returning plain dicts.
 
-Used by `python -m db.report` (the CLI that prints them), `worker.submit` and the demo: `find_job`, `job_dict`,
-`list_jobs`, `job_summary`, `job_predictions`.
+Used by `python -m db.report` (the CLI that prints them), `worker.submit`, `worker.heal` and the demo: `find_job`,
+`job_dict`, `stalled_jobs`, `list_jobs`, `job_summary`, `job_predictions`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import Job, JobStatus, Prediction
@@ -46,6 +46,8 @@ def job_dict(job: Job) -> dict[str, Any]:
         "fraction": job.done / job.total if job.total else 1.0,
         "finished": job.status in JobStatus.FINISHED,
         "error": job.error,  # why a failed job failed
+        "heals": job.heals or 0,  # how often the workers queued its files again (worker.heal)
+        "healed_at": _iso(job.healed_at),
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
@@ -62,6 +64,18 @@ def find_job(session: Session, job_id: str) -> Job:
     if len(matches) == 1:
         return matches[0]
     raise LookupError(f"no job with id {job_id!r}" if not matches else f"job id prefix {job_id!r} is ambiguous")
+
+
+def stalled_jobs(session: Session, *, quiet_since: datetime) -> list[dict[str, Any]]:
+    """Unfinished jobs with no new row, no heal and no submit since `quiet_since`, oldest first (`worker.heal`)."""
+    last_row = select(func.max(Prediction.created_at)).where(Prediction.job_id == Job.id).scalar_subquery()
+    jobs = session.scalars(
+        select(Job).where(Job.status.not_in(JobStatus.FINISHED), Job.created_at < quiet_since,
+                          or_(Job.healed_at.is_(None), Job.healed_at < quiet_since),
+                          or_(last_row.is_(None), last_row < quiet_since))
+        .order_by(Job.created_at)
+    ).all()
+    return [job_dict(j) for j in jobs]
 
 
 def list_jobs(session: Session, limit: int = 50) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """A saved model is a folder (a "bundle") that describes itself:
 
     model.keras   the Keras model (weights + architecture, loadable in safe mode)
-    config.json   ordered labels, input size, model_version, weights source
+    config.json   ordered labels, input size, model_version, weights source, temperature, TTA mode
+    unknown.npz   optional: the statistics of the unknown score (model.unknown); without it, no unknown flag
     card.json     the model card: dataset, classes and counts, epochs, metrics, date
 
 `model_version` is a content hash of the weights, so two bundles with the same version give the same
@@ -29,6 +30,8 @@ class BundleConfig:
     model_version: str = ""
     architecture: str = "DenseNet121"
     weights: str = "none"  # what the network started from: imagenet, none, or a file name
+    temperature: float = 1.0  # logits / temperature before the softmax (model.calibration); 1.0: uncalibrated
+    tta: str = "none"  # test-time augmentation applied by the core: none | flip
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -63,6 +66,15 @@ def weights_hash(model) -> str:
         digest.update(f"{arr.shape}{arr.dtype}".encode())
         digest.update(arr.tobytes())
     return digest.hexdigest()[:12]
+
+
+def serving_version(weights_version: str, temperature: float, tta: str, unknown_file: str | Path | None) -> str:
+    """The model_version of a bundle whose answers also depend on its temperature, TTA mode and unknown
+    statistics: recalibrating the same weights is a new version, so no stored result is reused across it."""
+    if temperature == 1.0 and tta == "none" and unknown_file is None:
+        return weights_version
+    stats = file_sha256(unknown_file) if unknown_file is not None else "-"
+    return hashlib.sha256(f"{weights_version}|{temperature!r}|{tta}|{stats}".encode()).hexdigest()[:12]
 
 
 def save_bundle(model, bundle_dir: str | Path, config: BundleConfig, card: dict | None = None) -> BundleConfig:

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from model.bundle import BundleConfig, read_card
+from model.unknown import UNKNOWN_FILE
 
 PLOTS = (("accuracy.png", "Accuracy per epoch"), ("loss.png", "Loss per epoch"),
-         ("confusion_matrix.png", "Confusion matrix (validation set)"))
+         ("confusion_matrix.png", "Confusion matrix (validation set)"),
+         ("reliability.png", "Reliability: confidence against accuracy on held-out photos"))
 
 
 def _pct(value: Any) -> str:
@@ -34,6 +36,25 @@ def metrics_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def honesty_line(bundle_dir: str | Path, config: BundleConfig, card: dict) -> str:
+    """What the confidences mean: calibrated or plain softmax, with or without the unknown flag."""
+    cal = card.get("calibration") or {}
+    if config.temperature != 1.0:
+        ece = (f", ECE {cal['ece_cv_mean']:.3f} ± {cal['ece_cv_std']:.3f} (cross-validated, on "
+               f"{cal.get('fitted_on', '?')} held-out photos)") if "ece_cv_mean" in cal else ""
+        conf = f"calibrated by temperature scaling (T = {config.temperature:.2f}{ece})"
+    else:
+        conf = "plain softmax (not calibrated)"
+    if (Path(bundle_dir) / UNKNOWN_FILE).is_file():
+        keep = (cal.get("unknown") or {}).get("keep_rate")
+        unknown = "flags photos unlike every class as unknown" + (f" (set to pass {keep:.0%} of known photos)"
+                                                                   if isinstance(keep, float) else "")
+    else:
+        unknown = "no unknown flag (this bundle has no unknown statistics)"
+    tta = f"; test-time augmentation: {config.tta}" if config.tta != "none" else ""
+    return f"**Confidence:** {conf}; {unknown}{tta}."
+
+
 def card_markdown(bundle_dir: str | Path) -> str:
     """The model card: architecture, version, training data, accuracy and classes."""
     config = BundleConfig.read(bundle_dir)
@@ -52,6 +73,7 @@ def card_markdown(bundle_dir: str | Path) -> str:
     ]
     lines = metrics_lines(card.get("metrics") or {})
     parts.append("**Accuracy:**\n" + "\n".join(lines) if lines else "**Accuracy:** not recorded in card.json")
+    parts.append(honesty_line(bundle_dir, config, card))
     parts.append(f"**Classes ({len(config.labels)}):** " + ", ".join(config.labels))
     return "\n\n".join(parts)
 

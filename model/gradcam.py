@@ -18,7 +18,8 @@ from functools import lru_cache
 import numpy as np
 
 from model.bundle import weights_hash
-from model.network import BASE_NAME
+from model.calibration import softmax
+from model.network import BASE_NAME, SERVING_VARIANT, serving_model
 from model.runtimes import RUNTIMES, TF, make_forward
 
 PREPROCESS_LAYER = "densenet_preprocess"
@@ -29,23 +30,6 @@ def feature_maps(model, batch):
     """The last DenseNet feature map A (N, h, w, K) for a batch of raw 0..255 RGB images, eagerly."""
     x = model.get_layer(PREPROCESS_LAYER)(batch)
     return model.get_layer(BASE_NAME)(x, training=False)
-
-
-def cam_model(model):
-    """A model sharing `model`'s layers (and weights) that returns [feature map, probabilities].
-
-    Built from the classifier's own layers rather than by recomputing the head, so the probabilities are
-    the very numbers the plain model gives. Dropout is skipped: it is the identity at inference.
-    """
-    import keras
-
-    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name="image")
-    x = model.get_layer(PREPROCESS_LAYER)(inputs)
-    features = model.get_layer(BASE_NAME)(x, training=False)
-    pooled = model.get_layer("avg_pool")(features)
-    logits = model.get_layer(LOGITS_LAYER)(pooled)
-    probs = model.get_layer("probs")(logits)
-    return keras.Model(inputs, [features, probs], name="densenet121_cam")
 
 
 def class_weights(model) -> np.ndarray:
@@ -88,26 +72,42 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colorma
 class GradCAM:
     """Probabilities and class heatmaps for a batch in one forward pass of a classifier's network.
 
-    The two-output network runs on the same runtimes as the classifier (`model.runtimes`): on ONNX Runtime
-    it is converted once and cached beside the bundle as `model-<version>-<size>px-cam.onnx`.
+    `GradCAM.for_classifier` shares the classifier's own forward pass (one network, one ONNX session per
+    process: its probabilities are the calibrated ones the classifier gives). Built from a bare Keras model it
+    runs the serving network (`model.network.serving_model`) itself, converted once and cached beside the bundle
+    on ONNX Runtime.
     """
 
     def __init__(self, model, *, input_size: int | None = None, model_version: str = "", runtime: str = TF,
-                 cache_dir=None, shared_cache_dir=None, threads: int = 0):
-        self.model = cam_model(model)
+                 cache_dir=None, shared_cache_dir=None, threads: int = 0, forward=None):
+        """`forward`: a batch function returning (feature maps, probabilities); default: the serving network."""
         self.weights = class_weights(model)
-        size = int(input_size or model.inputs[0].shape[1])
-        version = model_version or weights_hash(model)  # names the cached conversion: never shared across weights
-        self._forward, self.runtime = make_forward(self.model, size, version, runtime, cache_dir, variant="cam",
-                                                   shared_cache_dir=shared_cache_dir, threads=threads)
+        self.runtime = runtime
+        if forward is None:
+            size = int(input_size or model.inputs[0].shape[1])
+            version = model_version or weights_hash(model)  # names the cached conversion: never shared
+            # The classifier's own conversion (same network): one file in the bundle's cache serves both.
+            net_forward, self.runtime = make_forward(serving_model(model), size, version, runtime, cache_dir,
+                                                     SERVING_VARIANT, shared_cache_dir=shared_cache_dir,
+                                                     threads=threads)
+
+            def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                features, logits = net_forward(batch)
+                return features, softmax(logits)
+        self._forward = forward
 
     @classmethod
     def for_classifier(cls, classifier) -> GradCAM:
-        """The Grad-CAM twin of a loaded `Classifier`: same weights, same runtime, same conversion cache."""
-        return cls(classifier.model, input_size=classifier.input_size, model_version=classifier.model_version,
-                   runtime=classifier.runtime if classifier.runtime in RUNTIMES else TF,
-                   cache_dir=classifier.cache_dir, shared_cache_dir=classifier.shared_cache_dir,
-                   threads=classifier.threads)
+        """The Grad-CAM of a loaded `Classifier`, on the classifier's own forward pass."""
+        if not classifier.explainable:
+            raise ValueError("this classifier's network has no feature map output to explain")
+
+        def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = classifier.forward_outputs(batch)
+            return out.maps, out.probs
+
+        return cls(classifier.model, runtime=classifier.runtime if classifier.runtime in RUNTIMES else TF,
+                   forward=forward)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw 0..255 float32 batch (N, H, W, 3) -> (features (N, h, w, K), probabilities (N, C))."""
@@ -115,11 +115,6 @@ class GradCAM:
             return np.zeros((0, 1, 1, self.weights.shape[0]), np.float32), np.zeros((0, self.weights.shape[1]))
         features, probs = self._forward(np.asarray(batch, dtype=np.float32))
         return np.asarray(features), np.asarray(probs)
-
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """The classifier's probabilities (N, C) from this network: same layers, same weights, same numbers, so
-        a process that explains can run its plain predictions here too, on one network session."""
-        return self(batch)[1]
 
     def explain(self, batch: np.ndarray, class_ids: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, C), heatmaps (N, h, w)) for class_ids, or for each image's top class."""

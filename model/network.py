@@ -54,18 +54,49 @@ def _base(input_size: int, weights: str | None, include_top: bool = False):
         raise
 
 
+DISTILLED = "distilled"  # the shipped bundle's backbone: DenseNet121 distilled from three ImageNet MobileNets
+
+
 def resolve_weights(weights: str | None) -> str | None:
-    """Normalise the user's choice: 'imagenet', None ('none'), or an existing local file path."""
+    """Normalise the user's choice: 'imagenet', None ('none'), 'distilled' (the shipped fruit model's backbone,
+    learned offline from ImageNet teachers: docs/distillation.md), a model bundle folder (its backbone), or an
+    existing local weights file. Bundles' backbones are extracted once into a weights file beside the user's
+    cache; DenseNet121's convolutions take any input size, so a backbone serves every size."""
     if weights is None or str(weights).lower() in ("none", "", "scratch"):
         return None
     if weights == "imagenet":
         return "imagenet"
+    if weights == DISTILLED:
+        from model.bundle import SHIPPED_MODEL_DIR
+
+        weights = str(SHIPPED_MODEL_DIR)
     path = Path(weights)
+    if path.is_dir() and (path / "model.keras").is_file():
+        return str(backbone_of_bundle(path))
     if not path.is_file():
         raise WeightsUnavailableError(
-            f"weights file not found: {path}. Use weights='imagenet' (needs network) or 'none' (from scratch)."
+            f"weights file not found: {path}. Use weights='distilled' (offline, the shipped backbone), "
+            "'imagenet' (needs network), 'none' (from scratch), a bundle folder or a weights file."
         )
     return str(path)
+
+
+def backbone_of_bundle(bundle_dir: Path) -> Path:
+    """The DenseNet121 layer's weights of a bundle's model.keras, as a weights file (cached by model_version)."""
+    import json
+    import os
+
+    version = json.loads((bundle_dir / "config.json").read_text()).get("model_version", "") or "unversioned"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "densenet121-classifier"
+    out = cache / f"backbone-{version}.weights.h5"
+    if not out.is_file():
+        from model.bundle import load_keras_model
+
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.weights.h5")  # Keras wants the .weights.h5 ending
+        load_keras_model(bundle_dir).get_layer(BASE_NAME).save_weights(tmp)
+        os.replace(tmp, out)  # a second process never reads half a file
+    return out
 
 
 def build_model(
@@ -132,3 +163,27 @@ def build_imagenet_model(input_size: int = 224):
 def base_of(model):
     """The nested DenseNet121 base of a classifier built by `build_model`."""
     return model.get_layer(BASE_NAME)
+
+
+# Names the serving network's ONNX conversion apart from any earlier single-output one of the same weights.
+SERVING_VARIANT = "serve"
+
+
+def serving_model(model):
+    """The network as the core serves it: [last feature map (N, h, w, K), logits (N, C)] from one pass.
+
+    Built from the classifier's own layers (same weights): the logits give calibrated probabilities
+    (model.calibration), their pooled mean the unknown score (model.unknown) and, with the head's kernel, the
+    Grad-CAM heatmap (model.gradcam). Dropout is skipped: it is the identity at inference. None for a model
+    without the `build_model` head (the stock ImageNet network), which is then served as it is.
+    """
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if not {"densenet_preprocess", BASE_NAME, "avg_pool", "logits"} <= names:
+        return None
+    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name="image")
+    x = model.get_layer("densenet_preprocess")(inputs)
+    features = model.get_layer(BASE_NAME)(x, training=False)
+    logits = model.get_layer("logits")(model.get_layer("avg_pool")(features))
+    return keras.Model(inputs, [features, logits], name="densenet121_serving")

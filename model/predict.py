@@ -17,14 +17,29 @@ from pathlib import Path
 import numpy as np
 
 from model.bundle import SHIPPED_MODEL_DIR, BundleConfig, load_keras_model, read_card, weights_hash
+from model.calibration import softmax
 from model.images import DEFAULT_MAX_PIXELS, ImageError, ImageInput, load_images
+from model.network import SERVING_VARIANT, serving_model
 from model.onnx_cache import default_cache_dir
-from model.runtimes import AUTO, RUNTIMES, configure_tf_threads, make_forward, resolve_runtime
+from model.runtimes import AUTO, configure_tf_threads, make_forward, resolve_runtime
+from model.unknown import UnknownDetector
 
 IMAGENET = "imagenet"
 TOP_K = 5  # labels per prediction
 BATCH_SIZE = 32  # images per forward pass
 UNCERTAIN_BELOW = 0.5  # a top-1 confidence under this is shown as "not sure" and listed first for review
+TTA_MODES = ("none", "flip")  # test-time augmentation: "flip" averages the logits of the photo and its mirror
+
+
+@dataclass
+class Outputs:
+    """What one forward pass gives for a batch, post-processed into plain numbers."""
+
+    probs: np.ndarray  # (N, C) calibrated probabilities
+    unknown_scores: np.ndarray | None = None  # (N,) higher: less like any known class; None without statistics
+    maps: np.ndarray | None = None  # (N, h, w, K) last feature map of the photo as given (Grad-CAM)
+    features: np.ndarray | None = None  # (N, K) pooled features (mirror-averaged under flip TTA)
+    logits: np.ndarray | None = None  # (N, C) before the temperature (what calibration fits on)
 
 
 @dataclass
@@ -57,11 +72,12 @@ class Classifier:
     def __init__(self, model, config: BundleConfig, card: dict | None = None, forward_fn=None,
                  runtime: str = AUTO, cache_dir: str | os.PathLike | None = None, *,
                  shared_cache_dir: str | os.PathLike | None = None, threads: int = 0,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, unknown: UnknownDetector | None = None):
         """`runtime`: tf | onnx | auto, see model.runtimes, which also explains `cache_dir` (the bundle folder),
-        `shared_cache_dir` and `threads`; without a cache folder, `auto` stays on TensorFlow. With `forward_fn`
-        (a batch function that runs the network some other way) `runtime` only names where it runs ("custom"
-        unless tf or onnx). `max_pixels` is the decompression-bomb guard of every decode."""
+        `shared_cache_dir` and `threads`; without a cache folder, `auto` stays on TensorFlow. `max_pixels` is
+        the decompression-bomb guard of every decode. The bundle's temperature and TTA mode come from `config`,
+        its unknown statistics as `unknown` (None: no unknown flag). A custom `forward_fn` returns
+        probabilities and is served as it is (no temperature, TTA or unknown score)."""
         self.model = model
         self.config = config
         self.card = card or {}
@@ -69,12 +85,24 @@ class Classifier:
         self.input_size: int = int(config.input_size)
         self.model_version: str = config.model_version or weights_hash(model)
         self.max_pixels = max_pixels
-        self.runtime = runtime if runtime in RUNTIMES else "custom"
+        self.runtime = "custom"
         # Where runtime conversions of this model (and of its Grad-CAM twin) are kept, and on how many threads.
         self.cache_dir, self.shared_cache_dir, self.threads = cache_dir, shared_cache_dir, threads
+        self.temperature = float(config.temperature)
+        self.tta = config.tta
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {self.tta!r} in the bundle config: use one of {', '.join(TTA_MODES)}")
+        self.unknown = unknown
+        # One network serves everything: [feature map, logits] from one pass (model.network.serving_model).
+        net = serving_model(model) if forward_fn is None else None
+        self.explainable = net is not None
         if forward_fn is None:
-            forward_fn, self.runtime = make_forward(model, self.input_size, self.model_version, runtime, cache_dir,
+            forward_fn, self.runtime = make_forward(net if net is not None else model, self.input_size,
+                                                    self.model_version, runtime, cache_dir,
+                                                    SERVING_VARIANT if net is not None else "",
                                                     shared_cache_dir=shared_cache_dir, threads=threads)
+        elif unknown is not None:
+            raise ValueError("a custom forward_fn gives probabilities only: it cannot carry an unknown score")
         self._forward = forward_fn
 
     # -- the three steps -------------------------------------------------------------------------
@@ -96,21 +124,44 @@ class Classifier:
             return np.stack(arrays).astype(np.float32)
         return np.zeros((0, self.input_size, self.input_size, 3), np.float32)
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
+    def forward_outputs(self, batch: np.ndarray) -> Outputs:
+        """The network on a batch (the only step that touches the framework), then the plain-number steps:
+        the TTA average, the temperature and the unknown score."""
+        batch = np.asarray(batch, dtype=np.float32)
         if len(batch) == 0:
-            return np.zeros((0, len(self.labels)), np.float32)
-        return self._forward(np.asarray(batch, dtype=np.float32))
+            return Outputs(np.zeros((0, len(self.labels)), np.float32),
+                           np.zeros(0, np.float32) if self.unknown else None)
+        if not self.explainable:
+            return Outputs(np.asarray(self._forward(batch), np.float32))
+        maps, logits = self._forward(batch)
+        features = maps.mean(axis=(1, 2))  # what the head's GlobalAveragePooling2D computed
+        if self.tta == "flip":
+            mirror_maps, mirror_logits = self._forward(np.ascontiguousarray(batch[:, :, ::-1]))
+            logits = (logits + mirror_logits) / 2
+            features = (features + mirror_maps.mean(axis=(1, 2))) / 2
+        scores = self.unknown.score(features) if self.unknown is not None else None
+        return Outputs(softmax(logits, self.temperature), scores, maps, features, logits)
 
-    def postprocess(self, probs: np.ndarray, top_k: int = TOP_K) -> list[list[tuple[str, float]]]:
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, C) of a preprocessed batch."""
+        return self.forward_outputs(batch).probs
+
+    def postprocess(self, outputs: Outputs | np.ndarray, top_k: int = TOP_K) -> list[dict]:
+        """Per image: its top-k (label, confidence) pairs and the unknown verdict."""
+        out = outputs if isinstance(outputs, Outputs) else Outputs(np.asarray(outputs))
         k = max(1, min(int(top_k), len(self.labels)))  # clamp like transformers does
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[(self.labels[i], float(row[i])) for i in idx] for row, idx in zip(probs, order, strict=False)]
+        order = np.argsort(-out.probs, axis=1, kind="stable")[:, :k]
+        scores = out.unknown_scores
+        flags = self.unknown.is_unknown(scores) if scores is not None else np.zeros(len(order), bool)
+        return [{"top_k": [(self.labels[i], float(row[i])) for i in idx], "unknown": bool(flag),
+                 "unknown_score": None if scores is None else float(scores[n])}
+                for n, (row, idx, flag) in enumerate(zip(out.probs, order, flags, strict=True))]
 
-    def assemble(self, errors: Sequence[str | None], ranked: Iterable[list[tuple[str, float]]]) -> list[Prediction]:
+    def assemble(self, errors: Sequence[str | None], results: Iterable[dict]) -> list[Prediction]:
         """One Prediction per input, in order: its decoding error, or the next of the good images' results."""
-        results = iter(ranked)
+        results = iter(results)
         return [Prediction(error=err, model_version=self.model_version) if err
-                else Prediction(top_k=next(results), model_version=self.model_version) for err in errors]
+                else Prediction(**next(results), model_version=self.model_version) for err in errors]
 
     # -- public API --------------------------------------------------------------------------------
     def predict(self, images: Sequence[ImageInput], top_k: int = TOP_K, batch_size: int = BATCH_SIZE
@@ -152,7 +203,7 @@ class Classifier:
         return self.forward(batch)
 
     def _finish(self, batch: np.ndarray, errors: list[str | None], top_k: int) -> list[Prediction]:
-        return self.assemble(errors, self.postprocess(self.forward(batch), top_k))
+        return self.assemble(errors, self.postprocess(self.forward_outputs(batch), top_k))
 
 
 def _errors(decoded: Sequence) -> list[str | None]:
@@ -195,9 +246,10 @@ def load_classifier(source: str | os.PathLike = SHIPPED_MODEL_DIR, input_size: i
     `threads` and `shared_cache_dir` choose how it runs (see model.runtimes; an ONNX conversion is cached beside
     the bundle), `max_pixels` the largest image it decodes. Entry points take them from settings.
     """
+    resolve_runtime(runtime)  # a bad name or a missing package fails here, before seconds of model loading
+    configure_tf_threads(threads)  # before Keras starts TensorFlow's thread pools
     options = dict(runtime=runtime, threads=threads, max_pixels=max_pixels)
     if str(source) == IMAGENET:
-        prepare_runtime(runtime, threads)
         from model.network import build_imagenet_model
 
         model = build_imagenet_model(input_size)
@@ -205,19 +257,7 @@ def load_classifier(source: str | os.PathLike = SHIPPED_MODEL_DIR, input_size: i
         # No bundle folder: the conversion lives in the shared cache, beside other bundles' (none is removed).
         return Classifier(model, config, card={"dataset": "ImageNet-1k (stock Keras weights)"},
                           shared_cache_dir=default_cache_dir(shared_cache_dir), **options)
-    model, config, card = open_bundle(source, runtime, threads)
-    return Classifier(model, config, card=card, cache_dir=source, shared_cache_dir=shared_cache_dir, **options)
-
-
-def prepare_runtime(runtime: str = AUTO, threads: int = 0) -> None:
-    """What comes before any model loads: a bad runtime name or a missing package fails here, before seconds of
-    loading, and the thread count reaches TensorFlow before Keras starts its thread pools."""
-    resolve_runtime(runtime)
-    configure_tf_threads(threads)
-
-
-def open_bundle(source: str | os.PathLike, runtime: str = AUTO, threads: int = 0) -> tuple[object, BundleConfig, dict]:
-    """(Keras model, config, card) of a bundle folder, after `prepare_runtime`: what a `Classifier` is made of."""
-    prepare_runtime(runtime, threads)
-    config = BundleConfig.read(source)  # "not a model bundle" before seconds of loading
-    return load_keras_model(source), config, read_card(source)
+    config = BundleConfig.read(source)
+    model = load_keras_model(source)
+    return Classifier(model, config, card=read_card(source), cache_dir=source, shared_cache_dir=shared_cache_dir,
+                      unknown=UnknownDetector.load(source), **options)

@@ -1,3 +1,4 @@
+from train.cli import run_cli
 from train.train import main
 
-main()
+run_cli(main)

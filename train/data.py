@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.images import is_image_file, load_images
+from model.images import load_images, scan_folder
 
 
 @dataclass
@@ -35,15 +35,16 @@ def class_dirs(folder: Path) -> list[Path]:
 
 
 def list_files(folder: Path, classes: list[str]) -> Split:
+    """Every image of each class folder, listed as the workers list a job (hidden files and folders such as
+    .ipynb_checkpoints skipped)."""
     paths, labels = [], []
     for idx, name in enumerate(classes):
         d = folder / name
         if not d.is_dir():
             continue
-        for f in sorted(d.rglob("*")):
-            if f.is_file() and is_image_file(f):
-                paths.append(f)
-                labels.append(idx)
+        images = scan_folder(d, recursive=True).images
+        paths += images
+        labels += [idx] * len(images)
     return Split(paths, labels)
 
 

@@ -22,9 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +41,6 @@ DEFAULTS = dict(
     threads=0,  # teacher threads; 0 = all cores
 )
 WEIGHTS_FILE = "densenet121_distilled.weights.h5"
-HELD_OUT_SPLITS = {"val", "validation", "test", "testing"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,173 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in DEFAULTS.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     return p.parse_args(argv)
-
-
-def list_images(folders: list[str]) -> list[Path]:
-    """Every image under the folders, sorted. A folder that is itself a val/test split is refused; a dataset
-    root is taken whole (its val images are then distilled on: fine for extra data such as grocery-other,
-    never for the dataset the model is judged on), and the count of such images is printed."""
-    from model.images import scan_folder
-
-    paths = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise FileNotFoundError(f"data folder not found: {folder}")
-        if folder.resolve().name.lower() in HELD_OUT_SPLITS:
-            raise ValueError(f"{folder} is a val/test split: distil on training images only, so the "
-                             "evaluation images stay unseen")
-        scan = scan_folder(folder, recursive=True)  # the batch path's listing: hidden files are skipped
-        held_out = [f for f in scan.images
-                    if HELD_OUT_SPLITS & {p.lower() for p in f.relative_to(scan.folder).parts[:-1]}]
-        if held_out:
-            print(f"note: {len(held_out)} images under {folder} sit in val/test folders and are used as "
-                  "unlabelled distillation data")
-        paths += scan.images
-    if not paths:
-        raise ValueError(f"no images found under {', '.join(folders)}")
-    return paths
-
-
-"""## Views and teacher targets: decode once, render every view twice, run each teacher once per view"""
-
-
-def build_views(paths: list[Path], teachers: list, args: argparse.Namespace) -> dict:
-    from tqdm import tqdm
-
-    from model.images import load_images
-    from train.views import ViewPolicy, render_batch, sample_specs
-
-    sources = load_images(paths, args.source_size)
-    kept = [i for i, s in enumerate(sources) if not isinstance(s, Exception)]
-    for i in sorted(set(range(len(paths))) - set(kept)):
-        print(f"skipping {paths[i]}: {sources[i]}")
-    sources = np.stack([sources[i] for i in kept])
-    rng = np.random.default_rng(args.seed)
-    specs = sample_specs(len(sources), args.views, ViewPolicy(min_area=args.min_area), rng)
-    image_index = np.repeat(np.arange(len(sources)), args.views)
-    student = np.empty((len(specs), args.input_size, args.input_size, 3), np.uint8)
-    targets = [np.empty((len(specs), t.dim), np.float32) for t in teachers]
-    seconds = np.zeros(len(teachers))
-    for start in tqdm(range(0, len(specs), 64), desc="teacher targets", unit="batch"):
-        sl = slice(start, start + 64)
-        student[sl] = render_batch(sources, image_index[sl], specs[sl], args.input_size)
-        seen_at = {}  # teachers of one input size see one rendering
-        for k, teacher in enumerate(teachers):
-            if teacher.input_size not in seen_at:
-                seen_at[teacher.input_size] = render_batch(sources, image_index[sl], specs[sl], teacher.input_size)
-            seen = seen_at[teacher.input_size]
-            t0 = time.perf_counter()
-            targets[k][sl] = teacher.features(seen)
-            seconds[k] += time.perf_counter() - t0
-    # Standardized per dimension, so that no few high-variance channels dominate the cosine.
-    stats = [(t.mean(0), t.std(0) + 1e-6) for t in targets]
-    y = np.concatenate([(t - m) / s for t, (m, s) in zip(targets, stats, strict=True)], axis=1)
-    return dict(student=student, targets=y.astype(np.float16), specs=specs, image_index=image_index,
-                target_mean=np.concatenate([m for m, _ in stats]), target_std=np.concatenate([s for _, s in stats]),
-                paths=np.asarray([str(paths[i]) for i in kept]), teacher_seconds=seconds,
-                teacher_sha256=np.asarray([t.sha256 for t in teachers]))
-
-
-def load_or_build_views(run: Path, paths: list[Path], teachers: list, args: argparse.Namespace) -> dict:
-    cache = run / "views.npz"
-    if cache.exists():
-        views = dict(np.load(cache))
-        if list(views["teacher_sha256"]) != [t.sha256 for t in teachers] or \
-                views["student"].shape[1] != args.input_size:
-            sys.exit(f"{cache} was made with other teachers or another input size: use a new --out")
-        return views
-    views = build_views(paths, teachers, args)
-    np.savez(run / "views.tmp.npz", **views)
-    os.replace(run / "views.tmp.npz", cache)  # a killed run never leaves half a cache behind
-    return views
-
-
-"""## Student: DenseNet121 features -> one linear projection per teacher, cosine loss per teacher"""
-
-
-def build_student(input_size: int, dims: list[int], init: str | None = None):
-    import keras
-
-    from model.network import build_feature_extractor
-
-    backbone = build_feature_extractor(input_size, weights=init)  # None: from scratch
-    projection = keras.layers.Dense(sum(dims), name="teacher_projection")(backbone.output)
-    return keras.Model(backbone.input, projection, name="distill_student")
-
-
-def per_teacher_cosine(dims: list[int]):
-    """Mean over teachers of 1 - cos(student projection, teacher feature): every teacher counts the same."""
-    import keras
-    from keras import ops
-
-    bounds = np.cumsum([0] + dims).tolist()
-
-    def loss(y_true, y_pred):
-        y_true = ops.cast(y_true, y_pred.dtype)
-        terms = []
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            a = keras.utils.normalize(y_true[:, lo:hi], axis=-1)
-            b = keras.utils.normalize(y_pred[:, lo:hi], axis=-1)
-            terms.append(1.0 - ops.sum(a * b, axis=-1))
-        return ops.mean(ops.stack(terms, axis=-1), axis=-1)
-
-    return loss
-
-
-def fit_student(run: Path, views: dict, dims: list[int], args: argparse.Namespace):
-    import keras
-
-    keras.utils.set_random_seed(args.seed)
-    n_images = int(views["image_index"].max()) + 1
-    steps = max(1, n_images // args.batch_size)
-    ds = view_dataset(views["student"], views["targets"], args.batch_size, args.seed)
-    model = build_student(args.input_size, dims, args.init)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        args.lr / 10, decay_steps=steps * args.epochs, alpha=0.01, warmup_target=args.lr, warmup_steps=steps)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
-                  loss=per_teacher_cosine(dims), jit_compile=False, run_eagerly=args.run_eagerly)
-    timer = epoch_timer(steps * args.batch_size)
-    model.fit(ds, epochs=args.epochs, steps_per_epoch=steps, verbose=1 if sys.stdout.isatty() else 2,
-              callbacks=run_callbacks(run, timer))
-    return model, timer
-
-
-def run_callbacks(run: Path, timer, *extra) -> list:
-    """A checkpoint every epoch (what --resume continues from), then `extra` (which may add to the epoch's logs),
-    the history CSV, a stop on NaN and the epoch timer."""
-    import keras
-
-    return [keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch", delete_checkpoint=False), *extra,
-            keras.callbacks.CSVLogger(str(run / "history.csv"), append=True), keras.callbacks.TerminateOnNaN(), timer]
-
-
-def view_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
-    """Cached views and their targets, shuffled and repeated; pixels go to the model as float32."""
-    import tensorflow as tf
-
-    def to_float(x, y):
-        return tf.cast(x, tf.float32), y
-
-    ds = tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=seed).repeat()
-    return ds.batch(batch_size).map(to_float).prefetch(tf.data.AUTOTUNE)
-
-
-def epoch_timer(images_per_epoch: int):
-    """A Keras callback recording seconds per epoch, for the printed cost of distillation."""
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.images_per_epoch, self.seconds, self._t0 = images_per_epoch, [], 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._t0)
-
-    return EpochTimer()
 
 
 """## Report: what the teachers cost against what the student costs"""
@@ -251,32 +80,16 @@ def cost_report(views: dict, teachers: list, timer, epochs: int) -> dict:
     return report
 
 
-def open_run(out: str, resume: bool) -> Path:
-    """The run folder: new, or an existing one only with --resume, so that no run is overwritten by accident."""
-    run = Path(out)
-    if run.exists() and any(run.iterdir()) and not resume:
-        sys.exit(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
-    return run
-
-
-def teachers_and_views(run: Path, args: argparse.Namespace) -> tuple[list, dict]:
-    """The teachers (--teacher) and the cached views of every image under --data with the teachers' features."""
-    from train.teachers import load_teacher
-
-    teachers = [load_teacher(t, args.threads) for t in args.teacher]
-    paths = list_images(args.data)
-    print(f"{len(paths)} images, {args.views} views each; teachers: "
-          + ", ".join(f"{t.name} ({t.dim}-d)" for t in teachers))
-    return teachers, load_or_build_views(run, paths, teachers, args)
-
-
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     if args.init:
         from model.network import resolve_weights
 
         resolve_weights(args.init)  # a missing file fails now, not after the teachers' pass
+    from train.runs import open_run
+    from train.student import fit_student
+    from train.targets import teachers_and_views
+
     run = open_run(args.out, args.resume)
 
     """## Data and teachers: every image under --data; teachers by file; views and targets cached"""
@@ -315,5 +128,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    main()
+    from train.cli import run_cli
+
+    run_cli(main)

@@ -1,10 +1,14 @@
 """
 Evaluate a model bundle on any folder-per-class dataset whose class names are a subset of its labels.
 
-    python -m train.evaluate --model model/fruits-densenet121 --data ../shared/datasets/fruits/val [--json OUT]
+    python -m train.evaluate --model model/fruits-densenet121 --data ../shared/datasets/fruits/val \
+        [--ood ../shared/datasets/grocery-other/val] [--json OUT] [--out DIR]
 
-Prints the per-class report and, last, one summary line `top1=<float> top5=<float>`.
-Predictions go through the same `Classifier` as the demo and the workers.
+Prints the per-class report and the summary line `top1= top5= macro_f1= ece= n=` (ECE of the calibrated
+confidences the core serves), then, with `--ood` (any folder of images that are none of the classes, searched
+recursively), `ood_auroc= fpr95= unknown_in= unknown_ood=`: the AUROC of the unknown score between DIR and DIR2,
+the share of DIR2 passed as known when 95% of DIR is, and the shares of DIR and DIR2 flagged unknown at the
+bundle's threshold. Predictions go through the same `Classifier` as the demo and the workers.
 """
 
 from __future__ import annotations
@@ -22,8 +26,31 @@ from model.predict import BATCH_SIZE
 from train.data import class_dirs, list_files
 
 
-def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None) -> dict:
-    """Top-1/5, per-class P/R/F1, confusion matrix and ECE of `classifier` on `data_dir`."""
+def classify_all(classifier, paths: list, desc: str = "evaluate") -> tuple[list, np.ndarray, np.ndarray | None,
+                                                                          list]:
+    """(indices of the readable paths, their probabilities, their unknown scores or None, the skipped
+    (path, error) pairs), through the classifier's batched forward pass."""
+    kept, probs, scores, skipped = [], [], [], []
+    with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr) as bar:
+        for start in range(0, len(paths), BATCH_SIZE):
+            chunk = paths[start : start + BATCH_SIZE]
+            batch, errors = classifier.preprocess(chunk)
+            out = classifier.forward_outputs(batch)
+            probs.append(out.probs)
+            if out.unknown_scores is not None:
+                scores.append(out.unknown_scores)
+            kept += [start + i for i, e in enumerate(errors) if e is None]
+            skipped += [(str(chunk[i]), e) for i, e in enumerate(errors) if e]
+            bar.update(len(chunk))
+    for path, err in skipped:
+        print(f"skipped {path}: {err}", file=sys.stderr)
+    return kept, np.concatenate(probs), (np.concatenate(scores) if scores else None), skipped
+
+
+def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None, ood_dir: str | Path | None = None
+             ) -> dict:
+    """Top-1/5, per-class P/R/F1, confusion matrix and ECE of `classifier` on `data_dir`; with `ood_dir`, how well
+    its unknown score tells those images from the ones of `ood_dir`."""
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
@@ -36,26 +63,39 @@ def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None) -> d
     split = list_files(root, classifier.labels)
     if not len(split):
         raise ValueError(f"no images found under {root}")
-    y_true, probs, paths, skipped = [], [], [], []
-    with tqdm(total=len(split), desc="evaluate", unit="img", file=sys.stderr) as bar:
-        for start in range(0, len(split), BATCH_SIZE):
-            chunk = split.paths[start : start + BATCH_SIZE]
-            batch, errors = classifier.preprocess(chunk)
-            p = classifier.forward(batch)
-            ok = [i for i, e in enumerate(errors) if e is None]
-            probs.append(p)
-            y_true += [split.labels[start + i] for i in ok]
-            paths += [str(chunk[i]) for i in ok]
-            skipped += [(str(chunk[i]), e) for i, e in enumerate(errors) if e]
-            bar.update(len(chunk))
-    for path, err in skipped:
-        print(f"skipped {path}: {err}", file=sys.stderr)
+    kept, probs, scores, skipped = classify_all(classifier, split.paths)
+    y_true = np.asarray([split.labels[i] for i in kept])
+    paths = [str(split.paths[i]) for i in kept]
     with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:  # without out_dir the files are not kept
-        summary = write_evaluation(out_dir or Path(scratch), np.asarray(y_true), np.concatenate(probs),
-                                   classifier.labels, paths)
+        summary = write_evaluation(out_dir or Path(scratch), y_true, probs, classifier.labels, paths)
     summary["skipped"] = len(skipped)
     summary["model_version"] = classifier.model_version
+    summary["temperature"] = classifier.temperature
+    summary["tta"] = classifier.tta
+    if ood_dir is not None:
+        summary["ood"] = evaluate_unknown(classifier, scores, ood_dir)
     return summary
+
+
+def evaluate_unknown(classifier, in_scores: np.ndarray | None, ood_dir: str | Path) -> dict:
+    """AUROC, FPR95 and the flagged shares of the unknown score on known images against `ood_dir`'s."""
+    from model.images import scan_folder
+    from model.unknown import auroc, fpr_at_tpr
+
+    if in_scores is None:
+        raise ValueError("this bundle has no unknown statistics (no unknown.npz): python -m train.calibrate fits them")
+    folder = Path(ood_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--ood folder not found: {folder}")
+    ood_paths = scan_folder(folder, recursive=True).images
+    if not ood_paths:
+        raise ValueError(f"no images found under {folder}")
+    _, _, out_scores, _ = classify_all(classifier, ood_paths, desc="evaluate --ood")
+    return {"n_in": int(len(in_scores)), "n_ood": int(len(out_scores)),
+            "auroc": auroc(in_scores, out_scores), "fpr95": fpr_at_tpr(in_scores, out_scores),
+            "unknown_in": float(classifier.unknown.is_unknown(in_scores).mean()),
+            "unknown_ood": float(classifier.unknown.is_unknown(out_scores).mean()),
+            "threshold": classifier.unknown.threshold}
 
 
 def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: list[str], paths: list[str],
@@ -80,8 +120,26 @@ def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: l
     (run / "report.txt").write_text(text + "\n")
     plot_confusion(np.array(summary["confusion_matrix"]), labels, run / "confusion_matrix.png",
                    f"Confusion matrix (val, top1={summary['top1']:.3f})")
+    plot_evaluated_reliability(run / "evaluation_reliability.png", y_true, probs, paths, group_sep)
     print(text)
     return summary
+
+
+def plot_evaluated_reliability(out: Path, y_true: np.ndarray, probs: np.ndarray, paths: list[str],
+                               group_sep: str = "__") -> None:
+    """The reliability diagram of the confidences as served, overall and per source of the images."""
+    from model.calibration import reliability
+    from train.plots import plot_reliability
+
+    if not len(y_true):
+        return
+    conf, right = probs.max(1), probs.argmax(1) == y_true
+    names = np.array([Path(p).name for p in paths])
+    series = {"all": reliability(conf, right)}
+    for g in sorted({n.split(group_sep)[0] for n in names if group_sep in n}):
+        mask = np.char.startswith(names, g + group_sep)
+        series[g] = reliability(conf[mask], right[mask])
+    plot_reliability(series, out, f"Reliability of the served confidences (n={len(y_true)})")
 
 
 def card_metrics(summary: dict) -> dict:
@@ -115,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default=None, help="write the full metrics to this JSON file")
     p.add_argument("--out", default=None, help="folder for report.txt and confusion_matrix.png")
     p.add_argument("--runtime", default=None, help="inference runtime: auto | tf | onnx (default: env RUNTIME)")
+    p.add_argument("--ood", default=None, help="a folder of images that are none of the classes (recursive): adds "
+                                               "the unknown detection line")
     args = p.parse_args(argv)
 
     from model.predict import load_classifier
@@ -125,12 +185,19 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    summary = evaluate(classifier, args.data, out)
+    summary = evaluate(classifier, args.data, out, args.ood)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"top1={summary['top1']:.4f} top5={summary['top5']:.4f}")
+    print(f"top1={summary['top1']:.4f} top5={summary['top5']:.4f} macro_f1={summary['macro_f1']:.4f} "
+          f"ece={summary['ece']:.4f} n={summary['n']}")
+    if "ood" in summary:
+        o = summary["ood"]
+        print(f"ood_auroc={o['auroc']:.4f} fpr95={o['fpr95']:.4f} unknown_in={o['unknown_in']:.4f} "
+              f"unknown_ood={o['unknown_ood']:.4f}")
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    from train.cli import run_cli
+
+    run_cli(main)

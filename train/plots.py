@@ -68,6 +68,26 @@ def plot_stages(histories: list[dict[str, list[float]]], metric: str, out: str |
     _save(plt, fig, ax, metric, title, out)
 
 
+def plot_reliability(series: dict[str, list[dict]], out: str | Path, title: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin (model.calibration.reliability) of each named
+    series; the diagonal is a model whose confidence means what it says."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+    for (name, bins), style in zip(series.items(), ("o-", "s-", "^-", "v-", "d-"), strict=False):
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], style, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-1)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def plot_confusion(cm: np.ndarray, labels: list[str], out: str | Path, title: str = "Confusion matrix") -> None:
     """Row-normalised confusion matrix (recall on the diagonal), with raw counts written in the cells."""
     plt = _pyplot()

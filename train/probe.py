@@ -9,12 +9,16 @@ Description: how much a (distilled) DenseNet121 already knows, judged in minutes
 Fits a multinomial logistic regression on the pooled features of DIR/train (one centre view, the whole image)
 and prints `probe_top1=<f>` on DIR/val, then the same for each source group of the val files (file names
 `<source>__...`, e.g. `probe_top1[grocery]=<f>` for the real store photos).
+
+With `--out` it is the head recipe of the shipped model: `--cv 5` cross-validates the head over every labelled
+photo of the `--calibrate-on` sources (train and val: train.crossval) and prints `cv_top1=<mean> +- <std>`;
+the out-of-fold answers choose the test-time augmentation (`--tta auto`) and fit the temperature and the unknown
+threshold (train.calibrate), which the bundle carries.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,9 @@ DEFAULTS = dict(
     lr=0.05,
     batch_size=64,
     seed=1337,
+    cv=5,  # folds of the cross-validation over the --calibrate-on photos (with --out); 0: calibrate on val
+    keep_rate=0.95,  # the unknown threshold passes this share of out-of-fold known photos
+    tta="auto",  # none | flip | auto (flip only where it wins by cross-validation)
 )
 
 
@@ -42,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="DIR/train/<class>/* and DIR/val/<class>/*")
     p.add_argument("--out", help="with --weights: also save the probe as a model bundle (the frozen backbone and "
                                  "the fitted linear head), usable by the demo, the workers and train.evaluate")
+    p.add_argument("--calibrate-on", nargs="*", default=None,
+                   help="sources (file names <source>__...) to cross-validate and calibrate on, e.g. grocery; "
+                        "default: every image")
     for key, value in DEFAULTS.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     return p.parse_args(argv)
@@ -56,9 +66,10 @@ def extract(split, embed, size: int, batch_size: int) -> tuple[np.ndarray, np.nd
     return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), y, paths, x
 
 
-def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of `args.views` augmented views of every training image (the distillation's views: a random
-    resized crop, a flip and a colour jitter), so that the head also learns from crops, not only whole images."""
+    resized crop, a flip and a colour jitter), so that the head also learns from crops, not only whole images.
+    Returns the features, their labels and the index of the image (in `split`) each view came from."""
     from model.images import load_images
     from train.distill import DEFAULTS as DISTILL_DEFAULTS
     from train.views import ViewPolicy, render_batch, sample_specs
@@ -71,7 +82,7 @@ def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np
     image_index = np.repeat(np.arange(len(sources)), args.views)
     feats = [embed(render_batch(sources, image_index[i:i + args.batch_size], specs[i:i + args.batch_size], size))
              for i in range(0, len(specs), args.batch_size)]
-    return np.concatenate(feats), labels[image_index]
+    return np.concatenate(feats), labels[image_index], np.asarray(kept)[image_index]
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: int, lr: float) -> LinearHead:
@@ -120,17 +131,18 @@ def embedder(args: argparse.Namespace):
 
 
 def probe(args: argparse.Namespace) -> dict[str, float]:
-    from train.data import scan_dataset
+    from train.data import Split, scan_dataset
     from train.metrics import top1_by_source
 
     classes, train_split, val_split = scan_dataset(args.data, seed=args.seed)
     embed, size = embedder(args)
-    x_train, y_train, _, _ = extract(train_split, embed, size, args.batch_size)
+    x_train, y_train, train_paths, _ = extract(train_split, embed, size, args.batch_size)
     x_val, y_val, val_paths, val_images = extract(val_split, embed, size, args.batch_size)
-    x_fit, y_fit = x_train, y_train
+    x_fit, y_fit, owner = x_train, y_train, np.arange(len(y_train))
     if args.views:
-        x_views, y_views = view_features(train_split, embed, size, args)
+        x_views, y_views, view_owner = view_features(Split(train_paths, list(y_train)), embed, size, args)
         x_fit, y_fit = np.concatenate([x_train, x_views]), np.concatenate([y_train, y_views])
+        owner = np.concatenate([owner, view_owner])
     predict = fit_softmax(x_fit, y_fit, len(classes), args.l2, args.steps, args.lr)
     scores = {f"probe_{k}": v for k, v in top1_by_source(predict(x_val), y_val, val_paths).items()}
     train_acc = float((predict(x_train).argmax(1) == y_train).mean())
@@ -139,31 +151,103 @@ def probe(args: argparse.Namespace) -> dict[str, float]:
     for key, value in scores.items():
         print(f"{key}={value:.4f}")
     if args.out and args.weights:
+        from train.crossval import Rows
+
         split_counts = {"train_counts": train_split.counts(classes), "val_counts": val_split.counts(classes)}
-        save_probe_bundle(args, classes, predict, (val_images, y_val, val_paths), split_counts)
+        fit_rows = Rows(x_fit, y_fit, owner)
+        honesty_inputs = dict(rows=fit_rows, train=(x_train, y_train, train_paths),
+                              val=(x_val, y_val, val_paths, val_images), embed=embed, size=size)
+        save_probe_bundle(args, classes, predict, (val_images, y_val, val_paths), split_counts, honesty_inputs)
     return scores
 
 
+def calibration_set(args: argparse.Namespace, classes: list[str], inputs: dict):
+    """Out-of-fold logits and unknown scores of every labelled --calibrate-on photo (train.crossval), with the
+    TTA mode they choose; `--cv 0` takes the val photos of those sources under the final head instead."""
+    from train.calibrate import SHRINKAGE, source_mask
+    from train.crossval import Rows, choose_tta, cross_fit
+    from train.data import Split
+
+    rows, (x_train, y_train, train_paths), (x_val, y_val, val_paths, _) = \
+        inputs["rows"], inputs["train"], inputs["val"]
+    embed, size = inputs["embed"], inputs["size"]
+    val_pool = np.flatnonzero(source_mask(val_paths, args.calibrate_on))
+    ids = np.concatenate([np.flatnonzero(source_mask(train_paths, args.calibrate_on)), len(y_train) + val_pool])
+    if not len(ids):
+        raise ValueError(f"no photos of source {', '.join(args.calibrate_on or [])} to calibrate on")
+    # The val photos of the pool join the fitting rows (whole and as views) of every fold they are not held out in.
+    val_rows = [x_val[val_pool]], [y_val[val_pool]], [len(y_train) + val_pool]
+    if args.views:
+        vx, vy, vo = view_features(Split([val_paths[i] for i in val_pool], list(y_val[val_pool])), embed, size, args)
+        val_rows[0].append(vx), val_rows[1].append(vy), val_rows[2].append(len(y_train) + val_pool[vo])
+    all_rows = Rows(np.concatenate([rows.x, *val_rows[0]]), np.concatenate([rows.y, *val_rows[1]]),
+                    np.concatenate([rows.owner, *val_rows[2]]))
+    plain = np.concatenate([x_train, x_val])[ids]
+    pool_y = np.concatenate([y_train, y_val])[ids]
+    mirror = None
+    if args.tta != "none":
+        from train.data import decode_split
+
+        pool_paths = [(list(train_paths) + list(val_paths))[i] for i in ids]
+        images, _, _ = decode_split(Split(pool_paths, list(pool_y)), size)
+        mirror = np.concatenate([embed(np.ascontiguousarray(images[i:i + args.batch_size, :, ::-1]))
+                                 for i in range(0, len(images), args.batch_size)])
+
+    def fit_head(x, y):
+        return fit_softmax(x, y, len(classes), args.l2, args.steps, args.lr)
+
+    oof = cross_fit(all_rows, ids, pool_y, plain, len(classes), fit_head, mirror=mirror, folds=args.cv,
+                    seed=args.seed, shrinkage=SHRINKAGE)
+    tta = choose_tta(oof, ["none", "flip"]) if args.tta == "auto" else args.tta
+    for mode in oof.logits:
+        s = oof.summary(mode)
+        print(f"cv[{mode}] top1={s['top1_mean']:.4f} +- {s['top1_std']:.4f}  top5={s['top5_mean']:.4f} "
+              f"+- {s['top5_std']:.4f}  (n={s['n']}, {s['folds']} folds)")
+    print(f"tta: {tta}")
+    return oof, tta
+
+
 def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: LinearHead, val: tuple,
-                      split_counts: dict) -> None:
+                      split_counts: dict, honesty_inputs: dict) -> None:
     """DenseNet121 with the backbone's weights and the probe as its `logits` layer: a classifier in its own right.
     The bundle folder also gets the val evaluation (metrics.json, report.txt, confusion_matrix.png), as a training
-    run's bundle does, and its card carries those metrics."""
+    run's bundle does, and its card carries those metrics; then its temperature, TTA mode and unknown statistics
+    (train.calibrate), fitted on out-of-fold answers."""
     import datetime as dt
 
     from model.bundle import BundleConfig
     from model.network import build_model
+    from model.unknown import fit_unknown
+    from train.calibrate import SHRINKAGE, fit_honesty, write_honesty
     from train.evaluate import save_evaluated_bundle
 
     model = build_model(len(classes), args.input_size, weights=args.weights)
     model.get_layer("logits").set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
-    config = BundleConfig(labels=classes, input_size=args.input_size, weights=Path(args.weights).name)
+    rows = honesty_inputs["rows"]
+    detector = fit_unknown(rows.x, rows.y, len(classes), SHRINKAGE)
+    if args.cv:
+        oof, tta = calibration_set(args, classes, honesty_inputs)
+        logits, labels, scores = oof.logits[tta], oof.y, oof.scores[tta]
+    else:
+        from train.calibrate import source_mask
+
+        tta = "none" if args.tta == "auto" else args.tta
+        x_val, y_val, val_paths, _ = honesty_inputs["val"]
+        mask = source_mask(val_paths, args.calibrate_on)
+        logits, labels, scores = head(x_val[mask]), y_val[mask], detector.score(x_val[mask])
+    honesty = fit_honesty(logits, labels, scores, detector, args.keep_rate, seed=args.seed)
+    config = BundleConfig(labels=classes, input_size=args.input_size, weights=Path(args.weights).name,
+                          temperature=honesty.temperature, tta=tta)
     card = {"architecture": "DenseNet121", "dataset": Path(args.data).resolve().name, "classes": classes,
             **split_counts, "input_size": args.input_size, "weights": config.weights,
             "head": "linear probe on the frozen backbone (python -m train.probe)",
             "hyperparameters": {k: getattr(args, k) for k in DEFAULTS},
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    if args.cv:
+        card["cross_validation"] = {"sources": args.calibrate_on or "all", "tta": tta,
+                                    **{mode: oof.summary(mode) for mode in oof.logits}}
     save_evaluated_bundle(model, Path(args.out), config, val, card)
+    write_honesty(args.out, honesty, logits, labels)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -171,5 +255,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    main()
+    from train.cli import run_cli
+
+    run_cli(main)

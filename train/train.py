@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ DEFAULTS = dict(
     epochs=25,  # as in the seed
     batch_size=32,
     input_size=224,  # the reference size; smaller trains much faster on CPU
-    weights="imagenet",  # imagenet | none | PATH to a local DenseNet121 weights file
+    weights="auto",  # auto (imagenet, else distilled) | imagenet | distilled | none | a bundle folder | a weights file
     head_epochs=5,  # pretrained only: epochs with the base frozen before fine-tuning
     lr=1e-3,  # from scratch, and for the new head
     fine_tune_lr=1e-5,  # pretrained: fine-tuning the top blocks (keras-io transfer-learning guide)
@@ -59,12 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def prepare_run(args: argparse.Namespace) -> Path:
-    """The run folder: new, or an interrupted one to `--resume`."""
-    run = Path(args.out or f"runs/{Path(args.data).resolve().name}-densenet121-{args.input_size}")
-    if run.exists() and any(run.iterdir()) and not args.resume:
-        sys.exit(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
-    return run
+    """The run folder: new, or an interrupted one to `--resume` (train.runs.open_run)."""
+    from train.runs import open_run
+
+    return open_run(args.out or f"runs/{Path(args.data).resolve().name}-densenet121-{args.input_size}", args.resume)
 
 
 """## Data: scan the folders, decode every image once (parallel threads), keep it in memory"""
@@ -145,16 +142,13 @@ def compile_model(model, lr, weight_decay: float, label_smoothing: float, run_ea
 
 
 def callbacks(run: Path, phase: str, resume: bool) -> list:
+    """train.runs' per-epoch checkpoint and history, one backup per phase, and the last model as a file."""
     import keras
 
-    return [
-        # Saves model + optimizer + epoch every epoch; on --resume, fit() restarts from there. Kept after the
-        # run ends, so that `--resume --epochs N` can also extend a finished run.
-        keras.callbacks.BackupAndRestore(str(run / f"backup-{phase}"), save_freq="epoch", delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(str(run / "checkpoint.keras"), save_freq="epoch"),
-        keras.callbacks.CSVLogger(str(run / "history.csv"), append=resume or phase != "1"),
-        keras.callbacks.TerminateOnNaN(),
-    ]
+    from train.runs import run_callbacks
+
+    latest = keras.callbacks.ModelCheckpoint(str(run / "checkpoint.keras"), save_freq="epoch")
+    return run_callbacks(run, latest, backup=f"backup-{phase}", append=resume or phase != "1")
 
 
 def fit(model, train_ds, val_ds, steps: int, run: Path, args: argparse.Namespace, pretrained: bool) -> None:
@@ -254,12 +248,28 @@ def plot_history(run: Path) -> None:
     plot_curve(history, "loss", run / "loss.png", "Loss")
 
 
+def pretrained_start(input_size: int) -> str:
+    """ImageNet when Keras can fetch its DenseNet121 weights, else the distilled backbone shipped in this
+    repository (docs/distillation.md): a pretrained start offline."""
+    from model.network import DISTILLED, WeightsUnavailableError, build_feature_extractor
+
+    try:
+        build_feature_extractor(input_size, weights="imagenet")
+        return "imagenet"
+    except WeightsUnavailableError:
+        print("note: ImageNet weights unreachable; starting from the distilled backbone (--weights distilled)")
+        return DISTILLED
+
+
 def main(argv: list[str] | None = None) -> Path:
     import keras
 
+    from model.bundle import BundleConfig
     from model.network import build_model, resolve_weights
 
     args = parse_args(argv)
+    if args.weights == "auto":
+        args.weights = pretrained_start(args.input_size)
     pretrained = resolve_weights(args.weights) is not None  # a missing local weights file fails here, at once
     run = prepare_run(args)
     data = load_data(args)
@@ -270,10 +280,16 @@ def main(argv: list[str] | None = None) -> Path:
     final = export_model(model, len(data.classes), args.input_size, args.dropout, pretrained)
     config = evaluate_and_save(final, data, run, args, pretrained)
     plot_history(run)
+    if len(data.x_val):  # the last step of every bundle: calibrated confidences and the unknown statistics
+        from train.calibrate import calibrate_bundle
+
+        calibrate_bundle(run / "bundle", args.data, val_fraction=args.val_split, seed=args.seed)
+        config = BundleConfig.read(run / "bundle")
     print(f"run folder: {run}  model_version={config.model_version}")
     return run
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    main()
+    from train.cli import run_cli
+
+    run_cli(main)

@@ -119,6 +119,7 @@ class BatchTab:
             return "", None
         try:
             from worker.progress import job_progress
+            from worker.status import heal_note
 
             p = job_progress(job_id, database_url=self.settings.database_url)
         except LookupError as exc:
@@ -127,7 +128,7 @@ class BatchTab:
             return f"Cannot read the results database: {exc}", None
         errors = f", {p['errors']:,} unreadable" if p.get("errors") else ""
         text = (f"**Job `{p['job_id']}`: {p['status']}**, {p['done']:,} of {p['total']:,} images "
-                f"({p['fraction']:.0%}){errors}, {p['elapsed_s']:.0f} s")
+                f"({p['fraction']:.0%}){errors}, {p['elapsed_s']:.0f} s{heal_note(p)}")
         return text, bool(p["finished"])
 
     def progress(self, job_id: str) -> tuple[str, Any]:

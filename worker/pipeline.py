@@ -1,4 +1,5 @@
-"""The batch path's logic as plain functions, testable without a broker: scan, hash, classify, store.
+"""The batch path's logic as plain functions, testable without a broker: chunk, classify, store
+(files are hashed by `db.content_hash`).
 
 Tasks in `worker.tasks` only unpack arguments and call these. Decoding and resizing are the core's
 (`Classifier.iter_predict` decodes batch i+1 in parallel threads while the network runs on batch i);
@@ -8,38 +9,18 @@ nothing here touches pixels.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from db import crud
-from model.bundle import file_sha256
 from model.predict import BATCH_SIZE, TOP_K
 from worker.failsafe import worker_name
 
 log = logging.getLogger(__name__)
 
-HASH_THREADS = 8  # reading files is I/O-bound: more threads than cores
 Item = Sequence[str | None]  # (absolute path, sha256 hex or None), as it travels in a task message (JSON)
-
-
-def sha256_file(path: str | os.PathLike) -> str | None:
-    """Content hash, or None for a file that cannot be read (it still gets a row: the worker reports why)."""
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
-
-
-def hash_files(paths: Sequence[str | os.PathLike]) -> list[str | None]:
-    """sha256 of each file, in parallel threads (hashlib releases the GIL on large updates)."""
-    if len(paths) <= 1:
-        return [sha256_file(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
-        return list(pool.map(sha256_file, paths))
 
 
 def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:

@@ -137,8 +137,16 @@ def status_line(status: dict[str, Any]) -> str:
     for job in status["jobs"] or []:
         rate = f", {job['rate']:.1f} img/s" if job["rate"] else ""
         parts.append(f"job {job['job_id']} {job['status']}: {job['done']:,}/{job['total']:,} "
-                     f"({job['fraction']:.0%}){rate}")
+                     f"({job['fraction']:.0%}){rate}{heal_note(job)}")
     return " · ".join(parts)
+
+
+def heal_note(job: dict[str, Any]) -> str:
+    """", healed 2x (last 12:03:04 UTC)" for a job the workers queued again (worker.heal); "" for the others."""
+    if not job.get("heals"):
+        return ""
+    last = f" (last {job['healed_at'][11:19]} UTC)" if job.get("healed_at") else ""
+    return f", healed {job['heals']}x{last}"
 
 
 def fleet_line() -> str:
@@ -166,8 +174,11 @@ def stall_report(job_id: str, progress: dict[str, Any], stalled_s: float, *, red
     elif not workers:
         lines.append(f"  No worker answers: start one ({WORKER_COMMAND}, or make batch-up).")
     if q is not None and q["queued"] == 0 and q["in_flight"] == 0:
+        heal_after = _settings().heal_after_s
         lines.append("  Nothing is queued for it: its chunks were lost (Redis restarted without persistence, the "
-                     "queue flushed, a worker machine gone). Queue the files without a row again: "
+                     "queue flushed, a worker machine gone, retries run out while the database was down). The "
+                     f"workers queue its files without a row again by themselves after {heal_after:.0f} s without "
+                     f"progress (HEAL_AFTER_S; healed {progress.get('heals', 0)}x so far); to do it now: "
                      f"python -m worker.submit --resume {job_id}")
     elif workers:
         lines.append("  Workers are online and chunks are queued: they may be busy with other jobs "
@@ -184,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     for worker in status["workers"]:
         print(f"  worker {worker}")
     for job in status["jobs"] or []:
-        print(f"  job {job['job_id']}: {job['status']}, {job['done']:,}/{job['total']:,}, {job['errors']:,} errors, "
-              f"folder {job['folder']}")
+        print(f"  job {job['job_id']}: {job['status']}, {job['done']:,}/{job['total']:,}, {job['errors']:,} errors"
+              f"{heal_note(job)}, folder {job['folder']}")
     for err in status["errors"]:
         print(f"  recent worker error: {err['time']} {err['worker']} job {err['job_id']}: {err['error']}")
     return 0 if status["queue"] is not None and status["jobs"] is not None else 1

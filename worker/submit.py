@@ -2,7 +2,8 @@
 
 Scans the folder, records a job and its files, reuses stored results of files whose content (sha256) was
 already classified by the same model version, sends the rest to the workers in chunks and prints the job id.
-`--resume JOB_ID` queues again the files of a job that have no row (after a lost or flushed queue).
+`--resume JOB_ID` queues again the files of a job that have no row (the workers also do it by themselves for a
+stalled job: `worker.heal`); `--wait JOB_ID` watches a job that runs already, queuing nothing.
 Python: `submit_folder(folder) -> job_id`, `resume_job(job_id) -> dict`; a job's progress is `worker.progress`,
 the broker's `worker.status.broker_available`.
 """
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from db import crud
+from db.content_hash import hash_files
 from db.queries import find_job
 from model.images import scan_folder
-from worker.pipeline import chunked, hash_files
+from worker.pipeline import chunked
 from worker.progress import print_summary, watch_job
 from worker.status import REDIS_HINT, broker_available
 
@@ -165,7 +167,8 @@ def resume_job(job_id: str, *, chunk_size: int | None = None, database_url: str 
         except LookupError as exc:
             raise SubmitError(str(exc)) from exc
         if crud.count_files(session=session, job_id=job.id) == 0:
-            raise SubmitError(f"job {job.id} has no file list (it was submitted before resume existed): "
+            raise SubmitError(f"job {job.id} has no file list (submitted before resume existed, or "
+                              "deleted): "
                               f"submit its folder again: python -m worker.submit {job.folder}")
         todo = crud.files_without_row(session=session, job_id=job.id)
         chunks = chunked(todo, chunk_size or settings.chunk_size)
@@ -182,20 +185,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", metavar="JOB_ID", help="queue again the files of this job that have no row")
     parser.add_argument("--recursive", "-r", action="store_true", help="include subfolders")
     parser.add_argument("--model", help="model bundle folder (default: MODEL_DIR, the shipped model)")
-    parser.add_argument("--wait", action="store_true", help="show progress until the job ends, then a summary")
+    parser.add_argument("--wait", nargs="?", const=True, default=False, metavar="JOB_ID",
+                        help="show progress until the job ends, then a summary; with a JOB_ID alone, watch that job "
+                             "without queuing anything (exit 0 done, 1 failed)")
     parser.add_argument("--chunk-size", type=int, help="images per task (default: CHUNK_SIZE)")
     parser.add_argument("--stall-after", type=float, metavar="S",
                         help="with --wait: explain a job with no progress for S seconds (default: STALL_WARNING_S)")
     args = parser.parse_args(argv)
-    if (args.folder is None) == (args.resume is None):
-        parser.error("give a folder to submit, or --resume JOB_ID")
+    attach = args.wait if isinstance(args.wait, str) else None
+    if attach is not None and args.folder is None and args.resume is None and Path(attach).is_dir():
+        args.folder, attach = attach, None  # `--wait DIR`: the folder came after the flag
+    if attach is not None and (args.folder or args.resume):
+        parser.error("--wait JOB_ID watches an existing job: give no folder and no --resume with it")
+    if attach is None and (args.folder is None) == (args.resume is None):
+        parser.error("give a folder to submit, --resume JOB_ID, or --wait JOB_ID")
     from db.migrate import upgrade
     from settings import get_settings
 
     settings = get_settings()
     upgrade(settings.database_url)
     try:
-        if args.resume:
+        if attach is not None:
+            job_id = _existing_job(attach, database_url=settings.database_url)
+        elif args.resume:
             resumed = resume_job(args.resume, chunk_size=args.chunk_size)
             job_id = resumed["job_id"]
             print(f"job {job_id}: queued {resumed['queued']} file(s) without a row in {resumed['chunks']} chunk(s)",
@@ -221,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job {job_id} failed: {progress['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _existing_job(job_id: str, *, database_url: str) -> str:
+    """The full id of a recorded job (a unique prefix will do); SubmitError for an unknown one."""
+    with _sessions(database_url)() as session:
+        try:
+            return find_job(session, job_id).id
+        except LookupError as exc:
+            raise SubmitError(f"{exc}; list the jobs with: python -m db.report --list") from exc
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 
 import redis.exceptions
@@ -100,6 +101,33 @@ def _upgrade_database(**_kw) -> None:
         log.warning("could not bring the database to the latest schema at start: %s: %s", type(exc).__name__, exc)
 
 
+_healers: list = []
+
+
+@signals.worker_ready.connect
+def _start_healer(sender=None, **_kw) -> None:
+    # In the worker's main process, once it consumes: the fleet heals stalled jobs without a process of its own.
+    from worker.heal import Healer
+
+    settings = get_settings()
+    queues = list(sender.app.amqp.queues.consume_from) if sender is not None else []
+    _healers.append(Healer(database_url=settings.database_url, redis_url=settings.redis_url,
+                           queues=queues or [app.conf.task_default_queue], heal_after_s=settings.heal_after_s,
+                           interval_s=settings.heal_check_s, max_heals=settings.heal_max,
+                           chunk_size=settings.chunk_size).start())
+
+
+@signals.worker_shutdown.connect
+def _stop_healer(**_kw) -> None:
+    while _healers:
+        _healers.pop().stop()
+
+
+def retry_delay(retries: int, max_s: float) -> float:
+    """Seconds before retry number `retries` + 1: 2, 4, 8 ... at most `max_s`, cut by up to half at random."""
+    return min(2.0 ** (retries + 1), max_s) * random.uniform(0.5, 1.0)
+
+
 @signals.task_unknown.connect
 def _note_unknown_task(name: str | None = None, **_kw) -> None:
     # Celery drops a message naming a task this worker does not have: its job would otherwise wait silently.
@@ -107,20 +135,23 @@ def _note_unknown_task(name: str | None = None, **_kw) -> None:
                                error=f"unknown task {name!r} dropped: this worker runs other code than the submitter")
 
 
-@app.task(
-    bind=True,
-    base=ClassifierTask,
-    name="worker.classify_chunk",
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=8,
-)
+@app.task(bind=True, base=ClassifierTask, name="worker.classify_chunk", max_retries=None)
 def classify_chunk(self: ClassifierTask, job_id: str, items: list[list[str | None]], model_dir: str) -> int:
-    """Classify one chunk of a job: `items` are [path, sha256] pairs; returns the number of rows."""
+    """Classify one chunk of a job: `items` are [path, sha256] pairs; returns the number of rows.
+
+    Database and broker errors are retried with backoff for TASK_MAX_RETRIES times (minutes in all: a database
+    restart); then `on_failure` records the chunk, or, with the database still down, the fleet heals it.
+    """
     from worker.pipeline import process_chunk
 
     settings = get_settings()
-    return process_chunk(sessions=self.sessions(), classifier=self.classifier(model_dir), job_id=job_id,
-                         items=items, top_k=settings.top_k, batch_size=settings.batch_size)
+    try:
+        return process_chunk(sessions=self.sessions(), classifier=self.classifier(model_dir), job_id=job_id,
+                             items=items, top_k=settings.top_k, batch_size=settings.batch_size)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= settings.task_max_retries:
+            raise
+        delay = retry_delay(self.request.retries, settings.task_retry_max_s)
+        log.warning("job %s: %s: %s; retry %d of %d in %.1f s", job_id, type(exc).__name__, exc,
+                    self.request.retries + 1, settings.task_max_retries, delay)
+        raise self.retry(exc=exc, countdown=delay) from exc

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from db.content_hash import sha256_file
 from db.review_queries import set_review
 from tests.helpers.databases import add_job, row, scratch_database, url_of
-from worker.pipeline import sha256_file
 
 COLOURS = {"apple": (200, 30, 30), "banana": (220, 210, 40), "cherry": (120, 10, 60)}
 

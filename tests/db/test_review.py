@@ -66,7 +66,7 @@ def test_migration_up_down_up(empty_database_url):
     url = empty_database_url
     upgrade(url)  # what every entry point does
     engine = get_engine(url)
-    assert current_revision(url) == "0004" and "reviews" in sa.inspect(engine).get_table_names()
+    assert current_revision(url) == "0005" and "reviews" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     add_job(session_factory(url), "job1", ROWS)
@@ -79,10 +79,42 @@ def test_migration_up_down_up(empty_database_url):
     tables = sa.inspect(engine).get_table_names()
     assert "reviews" not in tables and {"jobs", "predictions", "job_files"} <= set(tables)
     _alembic(url, "upgrade", "head")
-    assert current_revision(url) == "0004" and "reviews" in sa.inspect(engine).get_table_names()
+    assert current_revision(url) == "0005" and "reviews" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:  # the results outlived the round trip; the reviews went with their table
         assert conn.execute(sa.text("SELECT count(*) FROM predictions")).scalar() == len(ROWS)
         assert conn.execute(sa.text("SELECT count(*) FROM reviews")).scalar() == 0
+
+
+def test_migration_0005_keeps_every_result_and_review(empty_database_url):
+    """0005 adds the heal columns in place: rebuilding `jobs` on SQLite would cascade-delete its predictions."""
+    from db.migrate import upgrade
+    from db.session import get_engine
+
+    url = empty_database_url
+    upgrade(url, "0004")
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        for sql in ["INSERT INTO models (version, labels, input_size, source, card, created_at) "
+                    "VALUES ('v', '[]', 32, '', '{}', '2026-01-01')",
+                    "INSERT INTO jobs (id, folder, recursive, model_dir, model_version, status, total, done, errors, "
+                    "reused, skipped, chunks, created_at) VALUES ('j', '/f', false, '/m', 'v', 'done', 1, 1, 0, 0, 0, "
+                    "1, '2026-01-01')",
+                    "INSERT INTO predictions (id, job_id, path, model_version, reused, created_at) "
+                    "VALUES (1, 'j', '/f/a.jpg', 'v', false, '2026-01-01')",
+                    "INSERT INTO reviews (job_id, path, prediction_id, reviewer, reviewed_at) "
+                    "VALUES ('j', '/f/a.jpg', 1, 'ann', '2026-01-01')"]:
+            conn.exec_driver_sql(sql)
+
+    def kept() -> tuple:
+        with engine.connect() as conn:
+            return tuple(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() for t in ("predictions", "reviews"))
+
+    upgrade(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT heals, healed_at FROM jobs").one() == (0, None)
+    assert kept() == (1, 1)
+    _alembic(url, "downgrade", "0004")
+    assert kept() == (1, 1)
 
 
 def test_queue_progress_accuracy_and_re_review(sessions):

@@ -83,3 +83,19 @@ def write_colour_dataset(root: Path, n_train: int = 6, n_val: int = 3) -> Path:
                 arr = np.clip(np.array(colour) + rng.integers(-30, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(arr).save(folder / f"src{i % 2}__{name}_{i}.jpg")
     return root
+
+
+def write_unknown_images(folder: Path, n: int, prefix: str = "odd", seed: int = 0) -> list[Path]:
+    """n hard black-and-white stripe patterns: nothing like `write_good_images`' noisy plain colours, so the
+    `honest_bundle` of the root conftest flags them unknown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        period = int(rng.integers(2, 5))
+        y, x = np.mgrid[0:40, 0:48]
+        stripes = (((x + y * int(rng.integers(0, 2))) // period) % 2 * 255).astype(np.uint8)
+        path = folder / f"{prefix}_{i:04d}.png"
+        Image.fromarray(np.stack([stripes] * 3, axis=-1)).save(path)
+        paths.append(path)
+    return paths

@@ -1,4 +1,4 @@
-"""Processes the tests start: `celery worker`s, a private `redis-server`, Chromium; and free ports for servers.
+"""Processes the tests start: `celery worker`s, a private `redis-server` and PostgreSQL, Chromium; free ports.
 
 Workers are started with the environment's `celery` console script, as the README and docker-compose start them.
 Nothing here imports pytest: the demo benchmarks (benchmarks/demo*.py) use the port and Chromium helpers too.
@@ -155,3 +155,67 @@ class PrivateRedis:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb + pg_ctl) on a free port, which a test may stop and start.
+
+    initdb refuses to run as root: as root the cluster belongs to the `postgres` user (runuser), in a folder of
+    its own under the system's temp folder (pytest's is private to root). fsync is off: the data outlives a stop,
+    not a power cut, which no test makes. `close()` stops it and removes the folder.
+    """
+
+    def __init__(self):
+        import glob
+        import pwd
+        import tempfile
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not found and shutil.which("pg_ctl") is None:
+            raise FileNotFoundError("PostgreSQL's server binaries (initdb, pg_ctl) are not installed")
+        self.bin = Path(found[-1]).parent if found else Path(shutil.which("pg_ctl")).parent
+        self.as_user: list[str] = []
+        self.dir = Path(tempfile.mkdtemp(prefix="private-pg-"))
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.port = free_port()
+        self.data = self.dir / "data"
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        self.start()
+
+    def _run(self, tool: str, *args: str, timeout: float = 60.0) -> None:
+        done = subprocess.run([*self.as_user, str(self.bin / tool), *args], capture_output=True, text=True,
+                              timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} failed: {done.stdout}{done.stderr}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        finally:
+            engine.dispose()
+        return self.url(name)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        """Fast shutdown: open connections are cut, as in a restart or a failover."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def close(self) -> None:
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

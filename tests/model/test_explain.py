@@ -1,5 +1,5 @@
-"""model.explain on the tiny real DenseNet121: one network session serves the plain and the explained predictions,
-with the classifier's own numbers, and each photo is decoded once."""
+"""model.explain on the tiny real DenseNet121: one network serves the plain and the explained predictions, with the
+classifier's own numbers, and each photo is decoded once."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ def test_one_network_serves_both_and_matches_the_classifier(tiny_bundle, tiny_cl
                                                             monkeypatch):
     from model import gradcam, images, predict
 
-    made = []  # which networks got a forward function (an ONNX session, a TF trace)
-    for module, name in ((predict, "plain"), (gradcam, "cam")):
+    made = []  # the networks that got a forward function (an ONNX session, a TF trace)
+    for module in (predict, gradcam):
         original = module.make_forward
         monkeypatch.setattr(module, "make_forward",
-                            lambda *a, _o=original, _n=name, **k: made.append(_n) or _o(*a, **k))
+                            lambda *a, _o=original, _m=module.__name__, **k: made.append(_m) or _o(*a, **k))
     explainer = Explainer(tiny_bundle, runtime="tf")
     clf, cam = explainer.load()
-    assert made == ["cam"] and clf.runtime == cam.runtime == "tf"  # the plain network is never prepared
+    assert made == ["model.predict"] and clf.runtime == cam.runtime == "tf"  # one network serves both
 
     paths = [*good_images(3, seed=30), bad_images()["truncated"]]
     decodes = []

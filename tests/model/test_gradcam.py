@@ -62,6 +62,7 @@ def test_overlay_blends_the_colormap_where_the_map_is():
 
 @pytest.mark.slow
 def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, tmp_path, monkeypatch):
+    from model.network import SERVING_VARIANT
     from model.onnx_cache import onnx_file_name
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the shared cache folder: never ~/.cache
@@ -70,9 +71,9 @@ def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, t
     on_tf = GradCAM(tiny_classifier.model)
     on_onnx = GradCAM(tiny_classifier.model, model_version=version, runtime="onnx", cache_dir=tmp_path)
     assert (on_tf.runtime, on_onnx.runtime) == ("tf", "onnx")
-    # Its own cache file beside the classifier's: both conversions can live in one bundle folder.
-    assert (tmp_path / onnx_file_name(version, 32, "cam")).is_file()
-    assert not (tmp_path / onnx_file_name(version, 32)).exists()
+    # The serving network's conversion: the one the classifier itself uses, so a process holds one session.
+    assert (tmp_path / onnx_file_name(version, 32, SERVING_VARIANT)).is_file()
+    assert not (tmp_path / onnx_file_name(version, 32, "cam")).exists()
     (f_tf, p_tf), (f_onnx, p_onnx) = on_tf(batch), on_onnx(batch)
     np.testing.assert_allclose(p_onnx, p_tf, atol=1e-5)
     np.testing.assert_allclose(f_onnx, f_tf, atol=1e-4 * max(1.0, float(np.abs(f_tf).max())))

@@ -18,6 +18,7 @@ import pytest
 
 from model import onnx_cache, runtimes
 from model.bundle import BundleConfig
+from model.network import SERVING_VARIANT, serving_model
 from tests.helpers import TINY_LABELS, TINY_SIZE, assert_top1
 from tests.helpers.images import write_good_images
 
@@ -102,7 +103,7 @@ def onnx_tiny(tf_tiny, tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("onnx-tiny")
     clf = Classifier(tf_tiny.model, tf_tiny.config, runtime="onnx", cache_dir=cache)
-    return clf, cache / onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
+    return clf, cache / onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE, SERVING_VARIANT)
 
 
 @pytest.fixture(scope="session")
@@ -134,7 +135,7 @@ def peaked(tf_tiny, onnx_tiny, tmp_path_factory):
     # TensorFlow eagerly: the same maths as the tf.function runtime without paying for a second trace
     tf_clf = Classifier(model, config, forward_fn=lambda batch: np.asarray(model(batch, training=False)))
     tf_clf.runtime = "tf"
-    return tf_clf, onnx_clf, cache / onnx_cache.onnx_file_name(config.model_version, TINY_SIZE)
+    return tf_clf, onnx_clf, cache / onnx_cache.onnx_file_name(config.model_version, TINY_SIZE, SERVING_VARIANT)
 
 
 def _assert_parity(tf_clf, onnx_clf, images) -> np.ndarray:
@@ -171,7 +172,7 @@ def test_load_classifier_auto_converts_beside_the_bundle(tiny_bundle, tmp_path, 
     clf = load_classifier(bundle, runtime="auto")
     assert clf.runtime == "onnx"
     files = sorted(p.name for p in bundle.glob("model-*"))
-    name = onnx_cache.onnx_file_name(clf.model_version, TINY_SIZE)
+    name = onnx_cache.onnx_file_name(clf.model_version, TINY_SIZE, SERVING_VARIANT)
     assert files == [name, name + ".json"]
     assert calls == [1]
 
@@ -200,8 +201,9 @@ def cached(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
 
 
 def _session(tf_clf, folder, version: str | None = None):
-    runtimes.ensure_onnx_session(tf_clf.model, TINY_SIZE, version or tf_clf.model_version, folder)
-    return folder / onnx_cache.onnx_file_name(version or tf_clf.model_version, TINY_SIZE)
+    runtimes.ensure_onnx_session(serving_model(tf_clf.model), TINY_SIZE, version or tf_clf.model_version, folder,
+                                 SERVING_VARIANT)
+    return folder / onnx_cache.onnx_file_name(version or tf_clf.model_version, TINY_SIZE, SERVING_VARIANT)
 
 
 @pytest.mark.slow
@@ -274,9 +276,9 @@ def test_read_only_bundle_falls_back_to_the_cache_dir(onnx_tiny, tf_tiny, tmp_pa
     real_writable = onnx_cache.writable
     monkeypatch.setattr(onnx_cache, "writable", lambda f: f != bundle and real_writable(f))
     _count_conversions(monkeypatch, onnx_tiny[1].read_bytes())
-    runtimes.ensure_onnx_session(tf_tiny.model, TINY_SIZE, tf_tiny.model_version, bundle,
-                                 shared_cache_dir=tmp_path / "user-cache")
-    name = onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE)
+    runtimes.ensure_onnx_session(serving_model(tf_tiny.model), TINY_SIZE, tf_tiny.model_version, bundle,
+                                 SERVING_VARIANT, shared_cache_dir=tmp_path / "user-cache")
+    name = onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE, SERVING_VARIANT)
     assert not (bundle / name).exists() and (tmp_path / "user-cache" / name).is_file()
 
 

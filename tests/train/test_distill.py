@@ -123,7 +123,8 @@ def test_distilled_weights_start_the_two_phase_training(distilled, tmp_path):
 def test_init_continues_from_a_distilled_backbone(distilled, teacher_files, tmp_path):
     from model.bundle import file_sha256
     from model.network import WeightsUnavailableError, build_feature_extractor
-    from train.distill import build_student, main
+    from train.distill import main
+    from train.student import build_student
 
     run, data, _, _ = distilled
     weights = run / "densenet121_distilled.weights.h5"
@@ -209,7 +210,7 @@ def test_probe_saves_a_bundle_that_classifies_as_the_probe_does(distilled, tmp_p
     weights = run / "densenet121_distilled.weights.h5"
     out = tmp_path / "probe-bundle"
     scores = main(["--weights", str(weights), "--input-size", str(SIZE), "--data", str(data), "--steps", "100",
-                   "--out", str(out)])
+                   "--out", str(out), "--tta", "none"])
     # The bundle (backbone + folded linear head, through the shared prediction API) scores what the probe scored.
     summary = evaluate(load_classifier(out, runtime="tf"), data / "val", tmp_path)
     assert summary["top1"] == pytest.approx(scores["probe_top1"])
@@ -218,8 +219,41 @@ def test_probe_saves_a_bundle_that_classifies_as_the_probe_does(distilled, tmp_p
     assert (out / "report.txt").is_file() and (out / "confusion_matrix.png").is_file()
 
 
+@pytest.mark.slow
+def test_the_ship_recipe_cross_validates_calibrates_and_evaluates(distilled, tmp_path, capsys):
+    """The shipped model's recipe end to end on a tiny backbone: the probe head cross-validated over one source's
+    photos, TTA chosen, temperature and unknown statistics in the bundle, then `train.evaluate --ood`."""
+    from model.bundle import BundleConfig, read_card
+    from model.predict import load_classifier
+    from tests.helpers.images import write_unknown_images
+    from train.evaluate import main as evaluate
+    from train.probe import main
+
+    run, data, _, _ = distilled
+    out = tmp_path / "bundle"
+    main(["--weights", str(run / "densenet121_distilled.weights.h5"), "--input-size", str(SIZE), "--data", str(data),
+          "--steps", "100", "--views", "1", "--cv", "3", "--calibrate-on", "src0", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "cv[none] top1=" in printed and "cv[flip] top1=" in printed and "calibration: temperature=" in printed
+    card, config = read_card(out), BundleConfig.read(out)
+    cv = card["cross_validation"]
+    assert cv["sources"] == ["src0"] and cv["none"]["folds"] == 3 and cv["tta"] == config.tta
+    # every src0 photo of train and val, each predicted by a head (and statistics) fitted without it
+    assert cv["none"]["n"] == len(list(data.glob("*/*/src0__*.jpg")))
+    assert config.temperature == card["calibration"]["temperature"] > 0 and (out / "unknown.npz").is_file()
+    assert (out / "reliability.png").is_file() and card["model_version"] == config.model_version
+    clf = load_classifier(out, runtime="tf")
+    assert clf.unknown.threshold == pytest.approx(card["calibration"]["unknown"]["threshold"], abs=1e-4)
+    ood = write_unknown_images(tmp_path / "ood", 6)
+    summary = evaluate(["--model", str(out), "--data", str(data / "val"), "--ood", str(tmp_path / "ood")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("top1=") and " ece=" in lines[-2] and lines[-1].startswith("ood_auroc=")
+    assert summary["ood"]["n_ood"] == len(ood) and 0.0 <= summary["ood"]["auroc"] <= 1.0
+    assert summary["ece"] == pytest.approx(float(lines[-2].split("ece=")[1].split()[0]), abs=1e-4)
+
+
 def test_distillation_data_skips_hidden_files_and_notes_val_folders(tmp_path, capsys):
-    from train.distill import list_images
+    from train.targets import list_images
 
     data = write_colour_dataset(tmp_path / "extra")  # a dataset root: its val images count as unlabelled data
     a_red = next((data / "train" / "red").iterdir())

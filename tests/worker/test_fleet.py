@@ -28,10 +28,10 @@ from tests.helpers.processes import CELERY, WorkerProcess, compose_worker_comman
 
 pytestmark = pytest.mark.slow  # worker processes and a redis-server
 
-BROKEN_APP = '''"""A worker whose tasks cannot import `db`, like every worker before the project was installed."""
+BROKEN_APP = '''"""A worker whose tasks cannot import their pipeline (a broken install, a half-deployed checkout)."""
 import sys
 
-sys.modules["db"] = None  # from here on, `import db...` raises ModuleNotFoundError
+sys.modules["worker.pipeline"] = None  # from here on, `import worker.pipeline` raises ModuleNotFoundError
 from worker import app  # noqa: E402,F401
 '''
 
@@ -221,7 +221,7 @@ def test_task_that_cannot_import_its_pipeline_fails_the_job(private_redis, tiny_
     assert all("ModuleNotFoundError" in r.error and r.label is None for r in rows)
     progress = job_progress(job_id, database_url=url)
     assert (progress["status"], progress["done"], progress["errors"]) == ("failed", 6, 6)
-    assert "import of db halted" in progress["error"]
+    assert "import of worker.pipeline halted" in progress["error"]
     assert "ModuleNotFoundError" in recent_worker_errors(redis_url=redis_url, job_id=job_id)[0]["error"]
 
 

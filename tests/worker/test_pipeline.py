@@ -22,8 +22,9 @@ def test_importing_the_worker_does_not_import_tensorflow_nor_read_settings():
 
 
 def test_celery_configuration():
+    from settings import Settings
     from worker.celery_app import app
-    from worker.tasks import TRANSIENT_ERRORS, classify_chunk
+    from worker.tasks import retry_delay
 
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
@@ -31,12 +32,16 @@ def test_celery_configuration():
     assert conf.worker_proc_alive_timeout >= 30
     assert conf.broker_transport_options["visibility_timeout"] > 0
     assert "worker.tasks" in app.conf.include
-    assert set(TRANSIENT_ERRORS) <= set(classify_chunk.autoretry_for)
+    # A task's database and broker errors are retried for minutes (a restart), then it gives up (and is healed).
+    settings = Settings()
+    waits = [retry_delay(n, settings.task_retry_max_s) for n in range(settings.task_max_retries)]
+    assert all(min(2 ** (n + 1), 60) / 2 <= w <= min(2 ** (n + 1), 60) for n, w in enumerate(waits))
+    assert sum(min(2 ** (n + 1), 60) / 2 for n in range(settings.task_max_retries)) >= 240
 
 
 def test_scan_folder_and_hashes(tmp_path, good_images):
+    from db.content_hash import hash_files
     from model.images import scan_folder
-    from worker.pipeline import hash_files
 
     folder = tmp_path / "in"
     good = good_images(3, "in")
@@ -74,10 +79,11 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier, good_image
     from sqlalchemy import select
 
     from db import crud
+    from db.content_hash import hash_files
     from db.migrate import upgrade
     from db.models import Prediction
     from db.session import session_factory
-    from worker.pipeline import classify_items, hash_files, process_chunk
+    from worker.pipeline import classify_items, process_chunk
 
     good = good_images(5, "in")
     bad = list(bad_images("in").values())

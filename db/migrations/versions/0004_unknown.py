@@ -9,14 +9,14 @@ branch_labels = depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("predictions") as batch:  # batch mode: SQLite cannot ALTER most things in place
-        batch.add_column(sa.Column("unknown", sa.Boolean(), nullable=False, server_default=sa.false()))
-        batch.add_column(sa.Column("unknown_score", sa.Float(), nullable=True))
+    # Plain ADD COLUMN, not batch mode: rebuilding `predictions` on SQLite (foreign keys on) would cascade-delete
+    # every review.
+    op.add_column("predictions", sa.Column("unknown", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column("predictions", sa.Column("unknown_score", sa.Float(), nullable=True))
     op.create_index("ix_predictions_job_unknown", "predictions", ["job_id", "unknown"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_predictions_job_unknown", table_name="predictions")
-    with op.batch_alter_table("predictions") as batch:
-        batch.drop_column("unknown_score")
-        batch.drop_column("unknown")
+    op.drop_column("predictions", "unknown_score")  # SQLite >= 3.35 drops a column in place
+    op.drop_column("predictions", "unknown")
