@@ -198,3 +198,50 @@ def test_progress_follows_the_batches(tiny_bundle, tmp_path):
     summary, table, _ = tab.classify([str(p) for p in write_good_images(tmp_path / "in", 5)],
                                      progress=lambda done, **_: seen.append(done))
     assert seen == [(0, 5), (2, 5), (4, 5), (5, 5)] and len(table) == 5 and "5 classified" in summary
+
+
+# -- the unknown message, on a bundle with unknown statistics ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def honest_demo(honest_bundle):
+    import demo
+    from settings import Settings
+
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    app = demo.build_demo(honest_bundle, settings=settings, load=True)
+    demo.launch(app, settings, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                quiet=True)
+    yield app
+    app.close()
+
+
+def test_the_demo_says_when_a_photo_is_not_one_it_knows(honest_demo, honest_bundle, tmp_path):
+    """Through gradio_client on the honest bundle: a stripe pattern gets "This doesn't look like any of the 3 fruits
+    I know (closest: LABEL, NN%)" with the core's closest label and confidence, and the top-k all the same; a
+    photo like the training images does not; the Upload tab flags the same files."""
+    from gradio_client import Client, handle_file
+
+    from model.predict import load_classifier
+    from tests.helpers.images import write_unknown_images
+
+    odd, known = write_unknown_images(tmp_path / "odd", 1)[0], write_good_images(tmp_path / "known", 1)[0]
+    core = load_classifier(honest_bundle, runtime="tf").predict([odd, known])
+    assert core[0].unknown and not core[1].unknown  # the fixture's promise, checked where it is used
+    client = Client(honest_demo.local_url, verbose=False, download_files=False)
+    label, heatmap, verdict = client.predict(handle_file(str(odd)), api_name="/classify")
+    closest, conf = core[0].top_k[0]
+    assert f"This doesn't look like any of the 3 fruits I know (closest: {closest}, {conf:.0%})" in verdict
+    assert len(label["confidences"]) == len(TINY_LABELS) and label["label"] == closest and heatmap is not None
+    for api in ("/classify", "/predict"):
+        *_, verdict = client.predict(handle_file(str(known)), api_name=api)
+        assert "doesn't look like" not in verdict and core[1].label in verdict, api
+    label, verdict = client.predict(handle_file(str(odd)), api_name="/predict")
+    assert "This doesn't look like any of the 3 fruits I know" in verdict
+
+    summary, table, csv_file = client.predict([handle_file(str(odd)), handle_file(str(known))],
+                                              api_name="/classify_upload")
+    assert [r[4] for r in table["data"]] == ["yes", "no"]
+    assert "1 do not look like any of the fruits I know" in summary
+    rows = _csv_rows(honest_demo, csv_file)
+    assert [r["unknown"] for r in rows] == ["true", "false"]
+    assert float(rows[0]["unknown_score"]) == pytest.approx(core[0].unknown_score, rel=1e-4)
