@@ -158,3 +158,10 @@ bench-gpu: venv
 .PHONY: compose-check
 compose-check: venv
 	$(BIN)/python -m benchmarks.compose_check
+
+## The Hugging Face Space, simulated (minutes, mostly pip; not part of `make test`): the pushed files in a temporary
+## folder, a fresh venv from requirements.txt only, `python demo.py` as a Space runs it (SPACE_ID set, no Redis), one
+## photo and one upload of several photos through the HTTP API
+.PHONY: space-check
+space-check: venv
+	$(BIN)/python -m benchmarks.space_check $(if $(KEEP),--keep,)

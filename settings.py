@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     # Gradio keeps ~76 KB per session, and an API call without a session_hash makes a new one: this bounds that
     # memory (the oldest sessions go first; the demo keeps no per-user state worth keeping).
     demo_session_capacity: int = 1000
+    # How the demo names its classes to a visitor: "This doesn't look like any of the 21 fruits I know".
+    demo_things: str = "fruits"
+    # The Upload tab (webui/upload.py), classified in the demo process: what one upload may hold. Over any of these
+    # the upload is refused as a whole, with the reason; DEMO_MAX_FILE_SIZE still bounds each file (a .zip too).
+    demo_upload_max_files: int = 50  # images per upload, a .zip's entries counted
+    demo_upload_max_bytes: int = 100_000_000  # all uploaded files together, as uploaded
+    demo_upload_max_pixels: int = 600_000_000  # width x height summed over the images (50 12-MP photos), from headers
+    demo_upload_max_zip_entries: int = 200  # entries in a .zip's directory, folders and hidden files included
+    demo_upload_max_zip_bytes: int = 200_000_000  # what a .zip's entries expand to, in total
+    demo_upload_max_zip_ratio: float = 50.0  # expanded size / the .zip's size; photos barely compress (~1x)
 
     def classifier_options(self) -> dict[str, Any]:
         """`load_classifier`'s keyword arguments from this configuration (how it runs, what it decodes)."""

@@ -1,8 +1,10 @@
 """Classify and explain in one call: the top-k and a Grad-CAM heatmap over each photo, from one forward pass.
 
-`Explainer` holds a bundle's classifier and its Grad-CAM twin (same weights, same runtime, see model.gradcam).
-It loads them on first use, once, whichever thread asks first, and pays for the first calls (ONNX allocations,
-TensorFlow traces) before any caller does. The demo's Classify tab is its one user.
+`Explainer` holds a bundle's classifier and its Grad-CAM (model.gradcam), which runs on the classifier's own
+serving network: the probabilities, the unknown score and the feature map behind the heatmap come out of one pass.
+It loads on first use, once, whichever thread asks first, and pays for the first calls (ONNX allocations,
+TensorFlow traces) before any caller does. Each photo is decoded once: the model's input and the copy shown (the
+heatmap's photo, a thumbnail) come from the same decode. The demo's Classify and Upload tabs are its users.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from model.gradcam import GradCAM, heatmaps, overlay
-from model.images import ImageError, load_thumbnail
 from model.predict import TOP_K, Classifier, Prediction, load_classifier
 
 OVERLAY_SIDE = 384  # the heatmap is drawn on a copy of the photo at most this big
@@ -52,19 +53,24 @@ class Explainer:
         network; without `explain` nothing is drawn.
         """
         clf, cam = self.load()
-        batch, errors = clf.preprocess(images)
+        if explain and clf.explainable:
+            batch, errors, shown = clf.preprocess_for_display(images, OVERLAY_SIDE)
+        else:
+            (batch, errors), shown = clf.preprocess(images), []
         out = clf.forward_outputs(batch)
         predictions = clf.assemble(errors, clf.postprocess(out, top_k))
-        if explain and out.maps is not None:
+        if shown and out.maps is not None:
             maps = heatmaps(out.maps, cam.weights, out.probs.argmax(axis=1))
-            good = [(source, p) for source, p in zip(images, predictions, strict=True) if p.ok]
-            for (source, p), heat in zip(good, maps, strict=True):
-                p.heatmap = _overlay(source, heat, clf.max_pixels)
+            for p, photo, heat in zip([p for p in predictions if p.ok], shown, maps, strict=True):
+                p.heatmap = overlay(photo, heat)
         return predictions
 
-
-def _overlay(source: str | os.PathLike | bytes, heat: np.ndarray, max_pixels: int) -> np.ndarray | None:
-    try:
-        return overlay(load_thumbnail(source, OVERLAY_SIDE, max_pixels), heat)
-    except ImageError:  # the file changed or vanished since it was classified: no picture, still a label
-        return None
+    def classify(self, images: Sequence[str | os.PathLike | bytes], top_k: int = TOP_K, thumbnail_side: int = 64
+                 ) -> list[tuple[Prediction, np.ndarray | None]]:
+        """(Prediction, thumbnail) per image from one forward pass, no heatmap: the thumbnail (None for an
+        unusable image) comes from the decode the model's input came from."""
+        clf, _ = self.load()
+        batch, errors, shown = clf.preprocess_for_display(images, thumbnail_side)
+        predictions = clf.assemble(errors, clf.postprocess(clf.forward_outputs(batch), top_k))
+        thumbs = iter(shown)
+        return [(p, next(thumbs) if p.ok else None) for p in predictions]

@@ -130,6 +130,24 @@ def load_image(
 
     Raises `ImageError` with a clear reason for empty, corrupt, truncated, non-image or oversized input.
     """
+    return _model_input(_decoded(source, size, max_pixels), size)
+
+
+def load_image_for_display(source: ImageInput, size: int, display_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """`load_image`'s array and a copy for display (aspect kept, longest side at most `display_side`), from one
+    decode. The copy is made from the image as decoded for the model, so the model's input is exactly
+    `load_image`'s; a big JPEG is decoded at reduced scale (>= 2x `size`), so the copy can be smaller than
+    `display_side`."""
+    img = _decoded(source, size, max_pixels)
+    with _decode_errors():
+        shown = img.copy()
+        shown.thumbnail((display_side, display_side), Image.BILINEAR)
+        return _model_input(img, size), np.asarray(shown, dtype=np.uint8)
+
+
+def _decoded(source: ImageInput, size: int | None, max_pixels: int) -> Image.Image:
+    """The whole image decoded to RGB (a big JPEG at the reduced scale that `size` allows)."""
     if isinstance(source, np.ndarray):
         arr = source
         if arr.ndim == 2:
@@ -145,9 +163,23 @@ def load_image(
         img = _open(source, max_pixels, size)
     with _decode_errors():
         img = to_rgb(img)
+        img.load()  # decoding errors surface here, inside _decode_errors
+        return img
+
+
+def _model_input(img: Image.Image, size: int | None) -> np.ndarray:
+    with _decode_errors():
         if size is not None and img.size != (size, size):
             img = img.resize((size, size), Image.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
+
+
+def image_size(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels; the same errors as `load_image` for
+    what cannot be opened (too large included)."""
+    img = _open(source, max_pixels, None)
+    with contextlib.closing(img):
+        return img.size
 
 
 def load_thumbnail(source: str | os.PathLike | bytes, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
@@ -182,15 +214,19 @@ def load_images(
     sources: Iterable[ImageInput],
     size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> list[np.ndarray | ImageError]:
+    display_side: int | None = None,
+) -> list[np.ndarray | tuple[np.ndarray, np.ndarray] | ImageError]:
     """Decode many images in parallel threads (Pillow releases the GIL while decoding).
 
-    Returns one entry per input, in order: the array, or the `ImageError` that explains the failure.
+    Returns one entry per input, in order: the array (with `display_side`, the pair of
+    `load_image_for_display`), or the `ImageError` that explains the failure.
     """
     sources = list(sources)
 
-    def one(src: ImageInput) -> np.ndarray | ImageError:
+    def one(src: ImageInput) -> np.ndarray | tuple[np.ndarray, np.ndarray] | ImageError:
         try:
+            if display_side is not None:
+                return load_image_for_display(src, size, display_side, max_pixels)
             return load_image(src, size, max_pixels)
         except ImageError as exc:
             return exc

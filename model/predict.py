@@ -109,13 +109,20 @@ class Classifier:
     def preprocess(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[str | None]]:
         """Decode in parallel; returns the batch of the good images and a per-input error (or None)."""
         decoded = load_images(images, self.input_size, self.max_pixels)
-        errors = [str(d) if isinstance(d, ImageError) else None for d in decoded]
+        return self._batch([d for d in decoded if not isinstance(d, ImageError)]), _errors(decoded)
+
+    def preprocess_for_display(self, images: Sequence[ImageInput], display_side: int
+                               ) -> tuple[np.ndarray, list[str | None], list[np.ndarray]]:
+        """`preprocess`, and a copy of each good image for display from the same decode (a page shows the photo
+        it classified without decoding it again; see `model.images.load_image_for_display`)."""
+        decoded = load_images(images, self.input_size, self.max_pixels, display_side)
         good = [d for d in decoded if not isinstance(d, ImageError)]
-        if good:
-            batch = np.stack(good).astype(np.float32)
-        else:
-            batch = np.zeros((0, self.input_size, self.input_size, 3), np.float32)
-        return batch, errors
+        return self._batch([g[0] for g in good]), _errors(decoded), [g[1] for g in good]
+
+    def _batch(self, arrays: list[np.ndarray]) -> np.ndarray:
+        if arrays:
+            return np.stack(arrays).astype(np.float32)
+        return np.zeros((0, self.input_size, self.input_size, 3), np.float32)
 
     def forward_outputs(self, batch: np.ndarray) -> Outputs:
         """The network on a batch (the only step that touches the framework), then the plain-number steps:
@@ -197,6 +204,10 @@ class Classifier:
 
     def _finish(self, batch: np.ndarray, errors: list[str | None], top_k: int) -> list[Prediction]:
         return self.assemble(errors, self.postprocess(self.forward_outputs(batch), top_k))
+
+
+def _errors(decoded: Sequence) -> list[str | None]:
+    return [str(d) if isinstance(d, ImageError) else None for d in decoded]
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

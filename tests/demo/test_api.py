@@ -8,8 +8,6 @@ import pytest
 
 from model.images import ImageError, load_image
 from tests.helpers import TINY_LABELS, assert_top1
-from tests.helpers.images import write_good_images
-from tests.helpers.processes import free_port
 
 pytestmark = pytest.mark.slow  # a server on the tiny network
 
@@ -101,23 +99,6 @@ def test_concurrent_requests_all_succeed_and_share_forward_passes(client, tiny_c
     assert_top1([r[0]["label"] for r in results], want, TINY_LABELS)
     assert sum(batch_sizes) == 8
     assert max(batch_sizes) > 1  # at least one forward pass served several requests
-
-
-@pytest.fixture(scope="module")
-def configured_demo(tiny_bundle, tmp_path_factory):
-    """A second server, on settings of its own: no reachable broker, one folder open to batch jobs, small limits."""
-    import demo
-    from settings import Settings
-
-    root = tmp_path_factory.mktemp("allowed-root")
-    write_good_images(root / "photos", 1)
-    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", demo_allowed_roots=str(root),
-                        demo_session_capacity=3, demo_max_file_size="100kb")
-    app = demo.build_demo(tiny_bundle, max_batch_size=8, settings=settings)
-    demo.launch(app, settings, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                quiet=True)
-    yield app
-    app.close()
 
 
 def test_batch_tab_degrades_without_a_broker(configured_demo):

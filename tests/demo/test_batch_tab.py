@@ -6,9 +6,9 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from demo_batch import BatchTab
 from tests.demo.reviewapp import add_photo_job, finish_job, real_files
 from tests.helpers.databases import migrated_sessions, url_of
+from webui.batch import BatchTab
 
 
 @pytest.fixture

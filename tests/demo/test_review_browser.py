@@ -105,6 +105,10 @@ def test_results_appear_when_the_job_finishes(served, page):
     from playwright.sync_api import expect
 
     _, sessions, _, running = served
+    # This demo has no broker: one line says so, and where to go instead, in place of the folder form.
+    expect(page.locator("#batch-unavailable")).to_contain_text("Folder jobs are not available here", timeout=30_000)
+    expect(page.locator("#batch-unavailable")).to_contain_text("Upload")
+    expect(page.get_by_label("Folder on the server")).to_be_hidden()
     page.locator("#job-id").get_by_role("textbox").fill("running")
     page.get_by_role("button", name="Show results").click()
     summary = page.locator("#job-summary")

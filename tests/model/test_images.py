@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.images import ImageError, load_image, load_images, load_thumbnail
+from model.images import ImageError, image_size, load_image, load_image_for_display, load_images, load_thumbnail
 from tests.helpers.images import random_rgb
 
 
@@ -110,3 +110,24 @@ def test_thumbnail_keeps_the_aspect_and_reports_bad_files_like_load_image(tmp_pa
     for kind, path in bad_images().items():
         with pytest.raises(ImageError, match=words[kind]):
             load_thumbnail(path, 100)
+
+
+def test_display_copy_comes_from_the_same_decode_as_the_model_input(tmp_path, bad_images):
+    """`load_image_for_display` gives `load_image`'s array exactly (what the model sees does not change) and a
+    display copy with the aspect kept; a big JPEG is decoded once, at the reduced scale the model allows."""
+    yy, xx = np.mgrid[0:900, 0:1600]
+    smooth = np.stack([xx * 255 // 1599, yy * 255 // 899, (xx + yy) * 255 // 2498], axis=-1).astype(np.uint8)
+    for name in ("big.jpg", "big.png"):
+        Image.fromarray(smooth).save(tmp_path / name)
+        model_input, shown = load_image_for_display(tmp_path / name, 64, 384)
+        np.testing.assert_array_equal(model_input, load_image(tmp_path / name, 64))
+        assert shown.dtype == np.uint8 and max(shown.shape[:2]) <= 384
+        assert abs(shown.shape[1] / shown.shape[0] - 16 / 9) < 0.05, shown.shape
+    assert load_image_for_display(tmp_path / "big.png", 64, 384)[1].shape == (216, 384, 3)  # no draft for a PNG
+    assert image_size(tmp_path / "big.jpg") == (1600, 900)  # from the header alone
+    for kind, path in bad_images().items():
+        with pytest.raises(ImageError):
+            load_image_for_display(path, 64, 384)
+        if kind in ("empty", "not_an_image", "too_large"):  # what the header already shows
+            with pytest.raises(ImageError):
+                image_size(path)

@@ -130,7 +130,7 @@ def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, g
     line = status.stdout.splitlines()[0]
     assert line == "1 worker online · 0 chunks queued, 0 in flight · no running jobs", status.stdout
 
-    from demo_batch import fleet_markdown
+    from webui.batch import fleet_markdown
 
     # the Batch tab shows the same line
     assert fleet_markdown(fleet.env["REDIS_URL"], fleet.env["DATABASE_URL"]) == f"**Fleet:** {line}"

@@ -13,8 +13,8 @@ from typing import Any
 
 import gradio as gr
 
-from demo_batch import THUMBS, recent_jobs, thumb_html
 from settings import Settings
+from webui.batch import THUMBS, recent_jobs, thumb_html
 
 CHANGES_SHOWN = 500  # rows of changed images in the page (thumbnails for the first THUMBS)
 

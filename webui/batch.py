@@ -1,7 +1,7 @@
 """The demo's Batch tab: submit a server folder to the Celery workers, follow the job, read its results.
 
 The handlers are bound to one app's bundle and settings (`BatchTab`); the folder rule is
-`worker.allowed_roots`, submission `worker.submit`, progress `worker.progress`, the results `db.queries`.
+`webui.allowed_roots`, submission `worker.submit`, progress `worker.progress`, the results `db.queries`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from model.images import ImageError, load_thumbnail
 from settings import Settings
-from worker.allowed_roots import allowed_roots, resolve_folder
+from webui.allowed_roots import allowed_roots, resolve_folder
 
-NO_BROKER = ("**Batch jobs are not available here:** no task broker (Redis) is reachable, so folder jobs cannot "
-             "run. Start Redis and a worker (README, *Batch classification*); the Classify tab works without them.")
+NO_BROKER = ("**Folder jobs are not available here:** no task broker (Redis) is reachable, so folders on the server "
+             "cannot be classified. Your own photos can: the **Upload** tab classifies several at once, or a .zip "
+             "of them. (To run folder jobs, start Redis and a worker: README, *Batch classification*.)")
 TABLE_ROWS = 500  # rows shown in the page (the CSV has them all); thumbnails for the first THUMBS
 THUMBS = 100
 
@@ -53,14 +55,18 @@ def recent_jobs(database_url: str, limit: int = 50) -> list[dict[str, Any]]:
 
 def thumb_html(path: str, max_pixels: int, side: int = 56) -> str:
     """A small inline JPEG: thumbnails need no file route into the data folders."""
-    from PIL import Image
-
     try:
-        img = Image.fromarray(load_thumbnail(path, side, max_pixels))
+        return thumb_tag(load_thumbnail(path, side, max_pixels))
     except ImageError:
         return ""
+
+
+def thumb_tag(thumb: np.ndarray) -> str:
+    """An RGB array as an inline JPEG <img> tag."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=80)
+    Image.fromarray(thumb).save(buf, "JPEG", quality=80)
     return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="">'
 
 
@@ -79,6 +85,12 @@ class BatchTab:
         except ImportError:
             return False
         return broker_available(timeout=1.0, redis_url=self.settings.redis_url)
+
+    def availability(self) -> tuple[Any, Any]:
+        """The folder form, or the one line that says why there is none (no broker): checked when a page loads,
+        so a broker that comes up later is found without a restart."""
+        ready = self.broker_ready()
+        return gr.Column(visible=ready), gr.Markdown(NO_BROKER, visible=not ready)
 
     def submit_job(self, folder: str, recursive: bool) -> tuple[str, str, Any]:
         """Check the folder against the allow-list, then queue it; returns (message, job id, progress timer)."""
@@ -206,20 +218,24 @@ def batch_tab(tab: BatchTab, views: Sequence[Callable[[gr.Textbox], None]] = ())
     """The Batch tab; each of `views` (the Review and Compare views, say) adds a tab of its own beside the job's
     results, given the job id box."""
     roots = ", ".join(f"`{r}`" for r in tab.roots) or "(none)"
-    gr.Markdown("Classify every image in a folder on the server with the Celery workers; results are stored in "
-                f"the database. Folders must be inside: {roots}.")
-    with gr.Row():
-        folder = gr.Textbox(label="Folder on the server", placeholder="a folder under an allowed root", scale=4)
-        recursive = gr.Checkbox(label="Include subfolders", scale=1)
-        submit = gr.Button("Submit job", variant="primary", scale=1)
-    status = gr.Markdown()
+    unavailable = gr.Markdown(NO_BROKER, visible=False, elem_id="batch-unavailable")
+    with gr.Column(visible=False) as form:
+        gr.Markdown("Classify every image in a folder on the server with the Celery workers; results are stored in "
+                    f"the database. Folders must be inside: {roots}.")
+        with gr.Row():
+            folder = gr.Textbox(label="Folder on the server", placeholder="a folder under an allowed root", scale=4)
+            recursive = gr.Checkbox(label="Include subfolders", scale=1)
+            submit = gr.Button("Submit job", variant="primary", scale=1)
+        status = gr.Markdown()
+        with gr.Row():
+            fleet = gr.Markdown()
+            fleet_button = gr.Button("Fleet status", size="sm", scale=0)
+    # Each page load asks the broker (1 s at most, outside the model's queue): the form, or the line saying why not.
+    gr.on(None, tab.availability, None, [form, unavailable], api_visibility="private", concurrency_limit=None)
     with gr.Row():
         job_id = gr.Textbox(label="Job id", max_lines=1, scale=3, elem_id="job-id")
         show = gr.Button("Show results", scale=1)
     progress = gr.Markdown(elem_id="job-progress")
-    with gr.Row():
-        fleet = gr.Markdown()
-        fleet_button = gr.Button("Fleet status", size="sm", scale=0)
     with gr.Accordion("Recent jobs (click a row to pick it)", open=False):
         refresh = gr.Button("Refresh", size="sm")
         jobs = gr.Dataframe(headers=["job", "status", "done", "total", "created (UTC)", "folder"], interactive=False)
