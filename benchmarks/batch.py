@@ -188,8 +188,8 @@ def bench_throughput(args: argparse.Namespace, tmp: Path, mode: str) -> None:
     for name, runtime_clf in classifiers.items():
         forward[name] = bench_forward(runtime_clf, paths, args.batch_size)
         print(f"  forward {name:<6} {forward[name]:8.1f} img/s", flush=True)
-    if classifiers[default].unknown is not None:
-        bench_unknown_cost(classifiers[default], paths, args.batch_size, forward[default])
+    if clf.unknown is not None:  # the bundle's statistics, as load_classifier gives them
+        bench_unknown_cost(clf, paths, args.batch_size, forward[default])
     if mode == "celery":
         pipeline = bench_pipeline_celery(bundle, tmp / "images", tmp / "warmup", db_url, args.chunk_size,
                                          tmp / "worker.log", runtime=default)

@@ -80,16 +80,16 @@ def test_predict_endpoint_gives_the_top_k_without_a_heatmap(client, tiny_classif
 def test_concurrent_requests_all_succeed_and_share_forward_passes(client, tiny_classifier, good_images, monkeypatch):
     from gradio_client import handle_file
 
-    from model.gradcam import GradCAM
+    from model.explain import Explainer
 
     batch_sizes: list[int] = []  # what the server's one forward pass per batch saw (it runs in this process)
-    explain = GradCAM.explain
+    predict = Explainer.predict
 
-    def counted(self, batch, class_ids=None):
-        batch_sizes.append(len(batch))
-        return explain(self, batch, class_ids)
+    def counted(self, images, *args, **kwargs):
+        batch_sizes.append(len(images))
+        return predict(self, images, *args, **kwargs)
 
-    monkeypatch.setattr(GradCAM, "explain", counted)
+    monkeypatch.setattr(Explainer, "predict", counted)
     paths = good_images(8, seed=10)
     jobs = [client.submit(handle_file(str(p)), api_name="/classify") for p in paths]
     results = [job.result(timeout=120) for job in jobs]

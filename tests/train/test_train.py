@@ -88,9 +88,10 @@ def test_evaluate_prints_the_summary_line(run, tmp_path, capsys, classifier_opti
     out, data = run
     summary = main(["--model", str(out / "bundle"), "--data", str(data / "val"), "--json", str(tmp_path / "m.json")])
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    match = re.fullmatch(r"top1=([0-9.]+) top5=([0-9.]+)", last)
+    match = re.fullmatch(r"top1=([0-9.]+) top5=([0-9.]+) macro_f1=([0-9.]+) ece=([0-9.]+) n=(\d+)", last)
     assert match and float(match[1]) == pytest.approx(summary["top1"], abs=1e-4)
     assert float(match[2]) == pytest.approx(summary["top5"], abs=1e-4)
+    assert float(match[4]) == pytest.approx(summary["ece"], abs=1e-4) and int(match[5]) == summary["n"]
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["n"] == 9 and len(saved["per_class"]) == 3 and 0 <= saved["ece"] <= 1
     # The confusion matrix and top-1 are those of the bundle's own predictions, computed here: evaluate loads the

@@ -145,7 +145,7 @@ def test_status_and_batch_tab_show_the_heals(stalled):
     assert job["heals"] == 1 and re.fullmatch(r", healed 1x \(last \d\d:\d\d:\d\d UTC\)", heal_note(job))
     line = status_line({"workers": [], "queue": {"queued": 2, "in_flight": 0}, "jobs": [{**job, "rate": None}]})
     assert line.endswith(f"job j running: 1/3 (33%){heal_note(job)}")
-    from demo_batch import fleet_markdown
+    from webui.batch import fleet_markdown
 
     assert fleet_markdown(TEST_REDIS_URL, url).endswith(heal_note(job))  # after the rate
 
