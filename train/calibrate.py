@@ -26,7 +26,7 @@ import numpy as np
 
 from model.calibration import fit_temperature, reliability, softmax
 from model.unknown import UnknownDetector, fit_unknown
-from train.metrics import expected_calibration_error
+from train.metrics import expected_calibration_error, source_of
 
 KEEP_RATE = 0.95  # the share of known photos the unknown threshold is set to pass
 SHRINKAGE = 0.1  # covariance shrinkage of the unknown statistics (model.unknown.fit_unknown)
@@ -107,24 +107,17 @@ def source_mask(paths: list, sources: list[str] | None) -> np.ndarray:
     """Which files belong to the given sources (file names `<source>__...`); all of them when None."""
     if not sources:
         return np.ones(len(paths), bool)
-    return np.array([Path(p).name.split("__")[0] in sources for p in paths], bool)
+    return np.array([source_of(p) in sources for p in paths], bool)
 
 
 def bundle_outputs(classifier, paths: list, labels: list | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Raw logits and pooled features of the readable images among `paths` through the bundle's classifier, and
     their `labels` (default: their index in `paths`)."""
-    from model.predict import BATCH_SIZE
+    from train.evaluate import classify_all
 
-    labels = list(range(len(paths))) if labels is None else list(labels)
-    logits, features, kept = [], [], []
-    for start in range(0, len(paths), BATCH_SIZE):
-        chunk = paths[start:start + BATCH_SIZE]
-        batch, errors = classifier.preprocess(chunk)
-        out = classifier.forward_outputs(batch)
-        logits.append(out.logits)
-        features.append(out.features)
-        kept += [labels[start + i] for i, e in enumerate(errors) if e is None]
-    return np.concatenate(logits), np.concatenate(features), np.asarray(kept, np.int64)
+    kept, out, _ = classify_all(classifier, paths, desc="calibrate")
+    labels = np.arange(len(paths)) if labels is None else np.asarray(labels)
+    return out.logits, out.features, labels[kept].astype(np.int64)
 
 
 def calibrate_bundle(bundle_dir: str | Path, data_dir: str | Path, *, sources: list[str] | None = None,

@@ -22,29 +22,35 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.predict import BATCH_SIZE
+from model.predict import BATCH_SIZE, Outputs
 from train.data import class_dirs, list_files
+from train.metrics import source_of
 
 
-def classify_all(classifier, paths: list, desc: str = "evaluate") -> tuple[list, np.ndarray, np.ndarray | None,
-                                                                          list]:
-    """(indices of the readable paths, their probabilities, their unknown scores or None, the skipped
-    (path, error) pairs), through the classifier's batched forward pass."""
-    kept, probs, scores, skipped = [], [], [], []
+def classify_all(classifier, paths: list, desc: str = "evaluate") -> tuple[list, Outputs, list]:
+    """(indices of the readable paths, the classifier's outputs for them, the skipped (path, error) pairs), through
+    its batched forward pass."""
+    kept, outs, skipped = [], [], []
     with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr) as bar:
         for start in range(0, len(paths), BATCH_SIZE):
             chunk = paths[start : start + BATCH_SIZE]
             batch, errors = classifier.preprocess(chunk)
-            out = classifier.forward_outputs(batch)
-            probs.append(out.probs)
-            if out.unknown_scores is not None:
-                scores.append(out.unknown_scores)
+            outs.append(classifier.forward_outputs(batch))
             kept += [start + i for i, e in enumerate(errors) if e is None]
             skipped += [(str(chunk[i]), e) for i, e in enumerate(errors) if e]
             bar.update(len(chunk))
     for path, err in skipped:
         print(f"skipped {path}: {err}", file=sys.stderr)
-    return kept, np.concatenate(probs), (np.concatenate(scores) if scores else None), skipped
+    return kept, concat_outputs(outs), skipped
+
+
+def concat_outputs(outs: list[Outputs]) -> Outputs:
+    """One Outputs for several batches' (the feature maps are left out: evaluation never draws them)."""
+    def cat(name: str):
+        parts = [getattr(o, name) for o in outs]
+        return None if not parts or any(p is None for p in parts) else np.concatenate(parts)
+
+    return Outputs(cat("probs"), cat("unknown_scores"), None, cat("features"), cat("logits"))
 
 
 def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None, ood_dir: str | Path | None = None
@@ -63,7 +69,8 @@ def evaluate(classifier, data_dir: str | Path, out_dir: Path | None = None, ood_
     split = list_files(root, classifier.labels)
     if not len(split):
         raise ValueError(f"no images found under {root}")
-    kept, probs, scores, skipped = classify_all(classifier, split.paths)
+    kept, out, skipped = classify_all(classifier, split.paths)
+    probs, scores = out.probs, out.unknown_scores
     y_true = np.asarray([split.labels[i] for i in kept])
     paths = [str(split.paths[i]) for i in kept]
     with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:  # without out_dir the files are not kept
@@ -90,7 +97,7 @@ def evaluate_unknown(classifier, in_scores: np.ndarray | None, ood_dir: str | Pa
     ood_paths = scan_folder(folder, recursive=True).images
     if not ood_paths:
         raise ValueError(f"no images found under {folder}")
-    _, _, out_scores, _ = classify_all(classifier, ood_paths, desc="evaluate --ood")
+    out_scores = classify_all(classifier, ood_paths, desc="evaluate --ood")[1].unknown_scores
     return {"n_in": int(len(in_scores)), "n_ood": int(len(out_scores)),
             "auroc": auroc(in_scores, out_scores), "fpr95": fpr_at_tpr(in_scores, out_scores),
             "unknown_in": float(classifier.unknown.is_unknown(in_scores).mean()),
@@ -105,7 +112,7 @@ def write_evaluation(run: Path, y_true: np.ndarray, probs: np.ndarray, labels: l
     from train.plots import plot_confusion
 
     summary = summarize(y_true, probs, labels)
-    groups = sorted({Path(p).name.split(group_sep)[0] for p in paths if group_sep in Path(p).name})
+    groups = sorted({source_of(p, group_sep) for p in paths} - {""})
     if len(groups) > 1:
         names = np.array([Path(p).name for p in paths])
         summary["groups"] = {}
@@ -136,7 +143,7 @@ def plot_evaluated_reliability(out: Path, y_true: np.ndarray, probs: np.ndarray,
     conf, right = probs.max(1), probs.argmax(1) == y_true
     names = np.array([Path(p).name for p in paths])
     series = {"all": reliability(conf, right)}
-    for g in sorted({n.split(group_sep)[0] for n in names if group_sep in n}):
+    for g in sorted({source_of(n, group_sep) for n in names} - {""}):
         mask = np.char.startswith(names, g + group_sep)
         series[g] = reliability(conf[mask], right[mask])
     plot_reliability(series, out, f"Reliability of the served confidences (n={len(y_true)})")

@@ -86,11 +86,17 @@ def format_report(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def source_of(path, sep: str = "__") -> str:
+    """The source group of a file named `<source>__...` (e.g. grocery: the real store photos); "" without one."""
+    name = Path(path).name
+    return name.split(sep)[0] if sep in name else ""
+
+
 def top1_by_source(scores: np.ndarray, y: np.ndarray, paths: list) -> dict[str, float]:
     """Top-1 overall and per source group (file names `<source>__...`, e.g. grocery = real store photos)."""
     right = scores.argmax(1) == y
     out = {"top1": float(right.mean())}
-    sources = np.array([Path(p).name.split("__")[0] if "__" in Path(p).name else "" for p in paths])
+    sources = np.array([source_of(p) for p in paths])
     for source in sorted(set(sources) - {""}):
         out[f"top1[{source}]"] = float(right[sources == source].mean())
     return out

@@ -98,7 +98,8 @@ def test_flip_tta_round_trips_and_demo_worker_and_evaluate_agree(honest_bundle, 
                    PLANTED_TEMPERATURE)[0]
     demo = Explainer(bundle, runtime="tf").predict([photo])[0]
     worker = classify_items(flip, [(str(photo), None)])[0]
-    _, probs, scores, _ = classify_all(flip, [photo])
+    _, out, _ = classify_all(flip, [photo])
+    probs, scores = out.probs, out.unknown_scores
     assert dict(demo.top_k)[demo.label] == pytest.approx(float(want.max()), abs=1e-5)
     assert worker["label"] == demo.label and worker["confidence"] == pytest.approx(demo.confidence, abs=1e-6)
     np.testing.assert_allclose(probs[0], want, atol=1e-5)
