@@ -40,8 +40,14 @@ def honesty_line(bundle_dir: str | Path, config: BundleConfig, card: dict) -> st
     """What the confidences mean: calibrated or plain softmax, with or without the unknown flag."""
     cal = card.get("calibration") or {}
     if config.temperature != 1.0:
-        ece = (f", ECE {cal['ece_cv_mean']:.3f} ± {cal['ece_cv_std']:.3f} (cross-validated, on "
-               f"{cal.get('fitted_on', '?')} held-out photos)") if "ece_cv_mean" in cal else ""
+        if "ece_cv" in cal:
+            ece = (f", ECE {cal['ece_cv']:.3f} cross-validated over {cal.get('fitted_on', '?')} held-out photos; "
+                   f"per fold {cal['ece_cv_mean']:.3f} ± {cal['ece_cv_std']:.3f}")
+        elif "ece_cv_mean" in cal:  # bundles calibrated before the pooled figure existed
+            ece = (f", ECE {cal['ece_cv_mean']:.3f} ± {cal['ece_cv_std']:.3f} (cross-validated, on "
+                   f"{cal.get('fitted_on', '?')} held-out photos)")
+        else:
+            ece = ""
         conf = f"calibrated by temperature scaling (T = {config.temperature:.2f}{ece})"
     else:
         conf = "plain softmax (not calibrated)"

@@ -41,35 +41,47 @@ class Honesty:
 
 
 def fit_honesty(heldout_logits: np.ndarray, heldout_labels: np.ndarray, heldout_scores: np.ndarray,
-                detector: UnknownDetector, keep_rate: float = KEEP_RATE, folds: int = 5, seed: int = 0) -> Honesty:
+                detector: UnknownDetector, keep_rate: float = KEEP_RATE, folds: int | np.ndarray = 5,
+                seed: int = 0) -> Honesty:
     """The temperature on held-out logits, the detector's threshold on held-out unknown scores, and the report:
-    ECE before and after, with the after-ECE cross-validated (T fitted on the other folds) as mean and spread."""
+    ECE before and after, with the after-ECE cross-validated (T fitted on the other folds): over all photos, and
+    per fold as mean and spread.
+    `folds` is a number of random folds, or a fold id per photo (the cross-validation's scene folds)."""
     labels = np.asarray(heldout_labels, np.int64)
     temperature = fit_temperature(heldout_logits, labels)
     before = expected_calibration_error(labels, softmax(heldout_logits))
     after = expected_calibration_error(labels, softmax(heldout_logits, temperature))
-    cv = cross_validated_ece(heldout_logits, labels, folds, seed)
+    pooled, per_fold = cross_validated_ece(heldout_logits, labels, folds, seed)
     detector = detector.with_threshold(heldout_scores, keep_rate)
     report = {"temperature": round(temperature, 4), "fitted_on": int(len(labels)),
               "ece_before": round(before, 4), "ece_after": round(after, 4),
-              "ece_cv_mean": round(float(np.mean(cv)), 4), "ece_cv_std": round(float(np.std(cv)), 4),
+              "ece_cv": round(pooled, 4), "ece_cv_mean": round(float(np.mean(per_fold)), 4),
+              "ece_cv_std": round(float(np.std(per_fold)), 4), "folds": len(per_fold),
               "unknown": {"method": "mahalanobis (shared covariance, nearest class mean)", "shrinkage": SHRINKAGE,
-                          "keep_rate": keep_rate, "threshold": round(detector.threshold, 4)}}
+                          "keep_rate": keep_rate, "threshold": round(detector.threshold, 4),
+                          "threshold_fitted_on": int(len(heldout_scores))}}
     return Honesty(temperature, detector, report)
 
 
-def cross_validated_ece(logits: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> list[float]:
-    """ECE of each fold at the temperature fitted on the other folds (what a new photo will see)."""
-    order = np.random.default_rng(seed).permutation(len(labels))
-    parts = [p for p in np.array_split(order, min(folds, len(labels))) if len(p)]
+def cross_validated_ece(logits: np.ndarray, labels: np.ndarray, folds: int | np.ndarray,
+                        seed: int) -> tuple[float, list[float]]:
+    """ECE at temperatures fitted without the photo's fold (what a new photo will see): over all photos pooled,
+    and per fold (small folds add binning noise: ECE's bias grows as the sample shrinks)."""
+    if isinstance(folds, np.ndarray):
+        parts = [np.flatnonzero(folds == k) for k in np.unique(folds)]
+    else:
+        order = np.random.default_rng(seed).permutation(len(labels))
+        parts = [p for p in np.array_split(order, min(folds, len(labels))) if len(p)]
     if len(parts) < 2:
-        return [expected_calibration_error(labels, softmax(logits, fit_temperature(logits, labels)))]
-    eces = []
+        ece = expected_calibration_error(labels, softmax(logits, fit_temperature(logits, labels)))
+        return ece, [ece]
+    probs, per_fold = np.zeros_like(logits, dtype=np.float64), []
     for part in parts:
-        rest = np.setdiff1d(order, part)
-        t = fit_temperature(logits[rest], labels[rest])
-        eces.append(expected_calibration_error(labels[part], softmax(logits[part], t)))
-    return eces
+        rest = np.ones(len(labels), bool)
+        rest[part] = False
+        probs[part] = softmax(logits[part], fit_temperature(logits[rest], labels[rest]))
+        per_fold.append(expected_calibration_error(labels[part], probs[part]))
+    return expected_calibration_error(labels, probs), per_fold
 
 
 def write_honesty(bundle_dir: str | Path, honesty: Honesty, heldout_logits: np.ndarray,

@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="DIR/train/<class>/* and DIR/val/<class>/*")
     p.add_argument("--out", help="with --weights: also save the probe as a model bundle (the frozen backbone and "
                                  "the fitted linear head), usable by the demo, the workers and train.evaluate")
+    p.add_argument("--scenes", help="a teacher file (.tflite/.onnx/.keras) whose features find the scene folds of "
+                   "the cross-validation, the same for every backbone compared; default: the backbone's own")
     p.add_argument("--calibrate-on", nargs="*", default=None,
                    help="sources (file names <source>__...) to cross-validate and calibrate on, e.g. grocery; "
                         "default: every image")
@@ -86,7 +88,8 @@ def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np
 
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: int, lr: float) -> LinearHead:
-    """Full-batch multinomial logistic regression (Adam, L2) on standardized features."""
+    """Full-batch multinomial logistic regression (Adam with a cosine-decayed rate, L2) on standardized
+    features."""
     # float32 throughout: a float64 weight matrix would copy the whole feature matrix to float64 every step.
     x = np.asarray(x, np.float32)
     mean, std = x.mean(0), x.std(0) + np.float32(1e-6)
@@ -96,6 +99,9 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: 
     m = [np.zeros_like(w), np.zeros_like(b)]
     v = [np.zeros_like(w), np.zeros_like(b)]
     for t in range(1, steps + 1):
+        # Cosine decay to zero: at a constant rate Adam circles the optimum of these separable problems, and
+        # where it stops (the logits' scale, hence the temperature) would depend on the step count.
+        rate = np.float32(lr * 0.5 * (1 + np.cos(np.pi * (t - 1) / steps)))
         logits = z @ w + b
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
@@ -103,7 +109,7 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, steps: 
         for i, (param, g) in enumerate(zip((w, b), grads, strict=True)):
             m[i] = 0.9 * m[i] + 0.1 * g
             v[i] = 0.999 * v[i] + 0.001 * g * g
-            param -= lr * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+            param -= rate * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
     # The standardization folded into the weights: a plain Dense layer on the raw pooled features.
     return LinearHead(kernel=w / std[:, None], bias=b - (mean / std) @ w)
 
@@ -185,20 +191,21 @@ def calibration_set(args: argparse.Namespace, classes: list[str], inputs: dict):
                     np.concatenate([rows.owner, *val_rows[2]]))
     plain = np.concatenate([x_train, x_val])[ids]
     pool_y = np.concatenate([y_train, y_val])[ids]
+    pool_paths = [(list(train_paths) + list(val_paths))[i] for i in ids]
     mirror = None
     if args.tta != "none":
         from train.data import decode_split
 
-        pool_paths = [(list(train_paths) + list(val_paths))[i] for i in ids]
         images, _, _ = decode_split(Split(pool_paths, list(pool_y)), size)
         mirror = np.concatenate([embed(np.ascontiguousarray(images[i:i + args.batch_size, :, ::-1]))
                                  for i in range(0, len(images), args.batch_size)])
+    scenes = scene_features(args.scenes, pool_paths, args.batch_size) if args.scenes else None
 
     def fit_head(x, y):
         return fit_softmax(x, y, len(classes), args.l2, args.steps, args.lr)
 
-    oof = cross_fit(all_rows, ids, pool_y, plain, len(classes), fit_head, mirror=mirror, folds=args.cv,
-                    seed=args.seed, shrinkage=SHRINKAGE)
+    oof = cross_fit(all_rows, ids, pool_y, plain, len(classes), fit_head, mirror=mirror, scenes=scenes,
+                    folds=args.cv, seed=args.seed, shrinkage=SHRINKAGE)
     tta = choose_tta(oof, ["none", "flip"]) if args.tta == "auto" else args.tta
     for mode in oof.logits:
         s = oof.summary(mode)
@@ -206,6 +213,17 @@ def calibration_set(args: argparse.Namespace, classes: list[str], inputs: dict):
               f"+- {s['top5_std']:.4f}  (n={s['n']}, {s['folds']} folds)")
     print(f"tta: {tta}")
     return oof, tta
+
+
+def scene_features(teacher_file: str, paths: list[Path], batch_size: int) -> np.ndarray:
+    """A teacher's features of the photos (decoded as the classifier decodes, at the teacher's size)."""
+    from model.images import load_images
+    from train.teachers import load_teacher
+
+    teacher = load_teacher(teacher_file)
+    decoded = load_images(paths, teacher.input_size)  # the pool's photos were all readable at the backbone's size
+    images = np.stack(decoded)
+    return np.concatenate([teacher.features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: LinearHead, val: tuple,
@@ -219,24 +237,31 @@ def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: Linear
     from model.bundle import BundleConfig
     from model.network import build_model
     from model.unknown import fit_unknown
-    from train.calibrate import SHRINKAGE, fit_honesty, write_honesty
+    from train.calibrate import SHRINKAGE, fit_honesty, source_mask, write_honesty
     from train.evaluate import save_evaluated_bundle
 
     model = build_model(len(classes), args.input_size, weights=args.weights)
     model.get_layer("logits").set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
     rows = honesty_inputs["rows"]
     detector = fit_unknown(rows.x, rows.y, len(classes), SHRINKAGE)
+    x_val, y_val, val_paths, val_images = honesty_inputs["val"]
+    mask = source_mask(val_paths, args.calibrate_on)
     if args.cv:
         oof, tta = calibration_set(args, classes, honesty_inputs)
-        logits, labels, scores = oof.logits[tta], oof.y, oof.scores[tta]
+        logits, labels, folds = oof.logits[tta], oof.y, oof.fold
     else:
-        from train.calibrate import source_mask
-
         tta = "none" if args.tta == "auto" else args.tta
-        x_val, y_val, val_paths, _ = honesty_inputs["val"]
-        mask = source_mask(val_paths, args.calibrate_on)
-        logits, labels, scores = head(x_val[mask]), y_val[mask], detector.score(x_val[mask])
-    honesty = fit_honesty(logits, labels, scores, detector, args.keep_rate, seed=args.seed)
+        logits, labels, folds = head(x_val[mask]), y_val[mask], 5
+    # The unknown threshold passes --keep-rate of the val split's photos of those sources under the detector that
+    # ships: another store visit, as new photos will be. The out-of-fold detectors, each fitted without a whole
+    # scene, score held-out scenes several times farther than that: a threshold from them lets not-fruit through.
+    known = x_val[mask]
+    if tta == "flip":
+        embed, mirrored = honesty_inputs["embed"], np.ascontiguousarray(val_images[mask][:, :, ::-1])
+        known = (known + np.concatenate([embed(mirrored[i:i + args.batch_size])
+                                         for i in range(0, len(mirrored), args.batch_size)])) / 2
+    honesty = fit_honesty(logits, labels, detector.score(known), detector, args.keep_rate, folds=folds,
+                          seed=args.seed)
     config = BundleConfig(labels=classes, input_size=args.input_size, weights=Path(args.weights).name,
                           temperature=honesty.temperature, tta=tta)
     card = {"architecture": "DenseNet121", "dataset": Path(args.data).resolve().name, "classes": classes,
@@ -246,6 +271,8 @@ def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: Linear
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if args.cv:
         card["cross_validation"] = {"sources": args.calibrate_on or "all", "tta": tta,
+                                    "folds": "scenes: k-means per class on the features of "
+                                             + (Path(args.scenes).name if args.scenes else "the backbone"),
                                     **{mode: oof.summary(mode) for mode in oof.logits}}
     save_evaluated_bundle(model, Path(args.out), config, val, card)
     write_honesty(args.out, honesty, logits, labels)

@@ -220,9 +220,10 @@ def test_probe_saves_a_bundle_that_classifies_as_the_probe_does(distilled, tmp_p
 
 
 @pytest.mark.slow
-def test_the_ship_recipe_cross_validates_calibrates_and_evaluates(distilled, tmp_path, capsys):
+def test_the_ship_recipe_cross_validates_calibrates_and_evaluates(distilled, teacher_files, tmp_path, capsys):
     """The shipped model's recipe end to end on a tiny backbone: the probe head cross-validated over one source's
-    photos, TTA chosen, temperature and unknown statistics in the bundle, then `train.evaluate --ood`."""
+    photos in scene folds found by a teacher, TTA chosen, temperature and unknown statistics in the bundle, then
+    `train.evaluate --ood`."""
     from model.bundle import BundleConfig, read_card
     from model.predict import load_classifier
     from tests.helpers.images import write_unknown_images
@@ -232,7 +233,8 @@ def test_the_ship_recipe_cross_validates_calibrates_and_evaluates(distilled, tmp
     run, data, _, _ = distilled
     out = tmp_path / "bundle"
     main(["--weights", str(run / "densenet121_distilled.weights.h5"), "--input-size", str(SIZE), "--data", str(data),
-          "--steps", "100", "--views", "1", "--cv", "3", "--calibrate-on", "src0", "--out", str(out)])
+          "--steps", "100", "--views", "1", "--cv", "3", "--calibrate-on", "src0", "--out", str(out),
+          "--scenes", str(teacher_files[1])])
     printed = capsys.readouterr().out
     assert "cv[none] top1=" in printed and "cv[flip] top1=" in printed and "calibration: temperature=" in printed
     card, config = read_card(out), BundleConfig.read(out)
@@ -240,6 +242,11 @@ def test_the_ship_recipe_cross_validates_calibrates_and_evaluates(distilled, tmp
     assert cv["sources"] == ["src0"] and cv["none"]["folds"] == 3 and cv["tta"] == config.tta
     # every src0 photo of train and val, each predicted by a head (and statistics) fitted without it
     assert cv["none"]["n"] == len(list(data.glob("*/*/src0__*.jpg")))
+    assert cv["folds"].startswith("scenes") and "tiny.tflite" in cv["folds"]
+    # the temperature on every out-of-fold answer; the threshold on the val photos under the detector that ships
+    assert card["calibration"]["fitted_on"] == cv["none"]["n"]
+    assert card["calibration"]["unknown"]["threshold_fitted_on"] == len(list(data.glob("val/*/src0__*.jpg")))
+    assert card["calibration"]["ece_cv"] >= 0 and card["calibration"]["folds"] == 3
     assert config.temperature == pytest.approx(card["calibration"]["temperature"], abs=1e-4)
     assert config.temperature > 0 and (out / "unknown.npz").is_file()
     assert (out / "reliability.png").is_file() and card["model_version"] == config.model_version
