@@ -10,8 +10,8 @@ The folds are *scenes*, not random photos. The store photos come from a few visi
 near-identical shots of the same shelf each; random folds put a shot's twins in the fitting set, and the
 head then looks right 97% of the time where a head fitted on the train split gets 61% on the val split's
 photos (another visit). Clustering each class's photos by their features and holding out whole clusters
-gives out-of-fold figures that match the train -> val figure (docs/distillation.md): what a new store visit
-will see.
+gives out-of-fold figures close to the train -> val figure (a teacher's clusters a few points above it, the
+backbone's own a few below; docs/distillation.md): what a new store visit will see.
 """
 
 from __future__ import annotations

@@ -64,8 +64,12 @@ def extract(split, embed, size: int, batch_size: int) -> tuple[np.ndarray, np.nd
     from train.data import decode_split
 
     x, y, paths = decode_split(split, size)
-    feats = [embed(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    return (np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)), y, paths, x
+    return (in_batches(embed, x, batch_size) if len(x) else np.zeros((0, 1), np.float32)), y, paths, x
+
+
+def in_batches(embed, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """`embed` (images -> features) over `images`, `batch_size` at a time."""
+    return np.concatenate([embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 def view_features(split, embed, size: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,8 +201,7 @@ def calibration_set(args: argparse.Namespace, classes: list[str], inputs: dict):
         from train.data import decode_split
 
         images, _, _ = decode_split(Split(pool_paths, list(pool_y)), size)
-        mirror = np.concatenate([embed(np.ascontiguousarray(images[i:i + args.batch_size, :, ::-1]))
-                                 for i in range(0, len(images), args.batch_size)])
+        mirror = in_batches(embed, np.ascontiguousarray(images[:, :, ::-1]), args.batch_size)
     scenes = scene_features(args.scenes, pool_paths, args.batch_size) if args.scenes else None
 
     def fit_head(x, y):
@@ -223,7 +226,7 @@ def scene_features(teacher_file: str, paths: list[Path], batch_size: int) -> np.
     teacher = load_teacher(teacher_file)
     decoded = load_images(paths, teacher.input_size)  # the pool's photos were all readable at the backbone's size
     images = np.stack(decoded)
-    return np.concatenate([teacher.features(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    return in_batches(teacher.features, images, batch_size)
 
 
 def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: LinearHead, val: tuple,
@@ -257,9 +260,8 @@ def save_probe_bundle(args: argparse.Namespace, classes: list[str], head: Linear
     # scene, score held-out scenes several times farther than that: a threshold from them lets not-fruit through.
     known = x_val[mask]
     if tta == "flip":
-        embed, mirrored = honesty_inputs["embed"], np.ascontiguousarray(val_images[mask][:, :, ::-1])
-        known = (known + np.concatenate([embed(mirrored[i:i + args.batch_size])
-                                         for i in range(0, len(mirrored), args.batch_size)])) / 2
+        mirrored = np.ascontiguousarray(val_images[mask][:, :, ::-1])
+        known = (known + in_batches(honesty_inputs["embed"], mirrored, args.batch_size)) / 2
     honesty = fit_honesty(logits, labels, detector.score(known), detector, args.keep_rate, folds=folds,
                           seed=args.seed)
     config = BundleConfig(labels=classes, input_size=args.input_size, weights=Path(args.weights).name,
