@@ -18,7 +18,8 @@ RUN pip install --no-deps -e .
 # every container then finds the cached conversions.
 RUN python -c "from model import load_classifier; from model.gradcam import GradCAM; \
 GradCAM.for_classifier(load_classifier(runtime='onnx'))" || true
-RUN useradd --create-home --uid 1000 app && mkdir -p /app/data && chown app /app/data
+# data/models exists in the image, owned by app: the `models` volume mounted there starts with that owner.
+RUN useradd --create-home --uid 1000 app && mkdir -p /app/data/models && chown app /app/data /app/data/models
 USER app
 
 EXPOSE 7860

@@ -85,15 +85,18 @@ distill-128-fruits: venv
 	  --input-size 128 --views 3 --seed 29 --lr 1e-3 --epochs 8 --threads 2 --out $(DISTILL_128_RUN) \
 	  $(if $(RESUME),--resume,)
 
-# Step 2 (what ships): the fruit classifier as a linear head on the frozen distilled backbone, fitted on the whole
-# training images and 4 augmented views of each. 5-fold cross-validation over every labelled real store photo
-# (train and val), in scene folds (look-alike shots held out together, found by one teacher's features), gives the
-# figures to choose on, the TTA mode, and the out-of-fold answers the temperature and the unknown threshold are
-# fitted on; the bundle folder also gets the val report, confusion matrix and metrics
+# Step 2 (what ships): the fruit classifier as a linear head on the frozen distilled backbone (train.frozen, the head
+# recipe of train.head), fitted on the whole training images and 4 augmented views of each. 5-fold cross-validation
+# over every labelled real store photo (train and val), in scene folds (look-alike shots held out together, found by
+# one teacher's features), gives the figures with their fold-to-fold spread and the out-of-fold answers the
+# temperature and the unknown threshold are fitted on (a new visit's); the bundle folder also gets the val report,
+# confusion matrix, metrics, and features.npz (what python -m train.teach refits from)
 PROBE_RUN ?= runs/fruits-probe
+FEATURE_CACHE ?= runs/feature-cache
 probe-fruits: venv
-	$(BIN)/python -m train.probe --weights $(BACKBONE) --input-size $(INPUT_SIZE) --views 4 --cv 5 \
-	  --scenes $(SCENE_TEACHER) --calibrate-on grocery --data $(FRUITS) --out $(PROBE_RUN)
+	$(BIN)/python -m train.frozen --weights $(BACKBONE) --input-size $(INPUT_SIZE) --views 4 --folds 5 \
+	  --scenes $(SCENE_TEACHER) --calibrate-on grocery --data $(FRUITS) --ood $(EXTRA)/val \
+	  --cache $(FEATURE_CACHE) --out $(PROBE_RUN)
 
 # Also measured against step 2 (not shipped): two-phase fine-tuning of the whole distilled backbone
 train-fruits: venv
@@ -144,6 +147,12 @@ batch-up: venv
 
 batch-down:
 	-$(BIN)/python -m worker.dev --stop
+
+## Teaching benchmark: the k-shot curve on held-out scene folds of the real photos, and a new class taught
+## (docs/training.md#teaching); FEATURE_CACHE keeps the grocery-other features between runs
+.PHONY: bench-teach
+bench-teach: venv
+	$(BIN)/python -m benchmarks.teach_curve --other $(EXTRA) --cache $(FEATURE_CACHE)
 
 ## Batch benchmark: bare forward pass vs folder-to-database pipeline vs per-image model.predict (SMALL=1: quick)
 bench-batch: venv

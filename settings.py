@@ -29,6 +29,9 @@ class Settings(BaseSettings):
 
     # Classifier core
     model_dir: str = str(SHIPPED_MODEL_DIR)
+    # Taught bundles (train.teach), one folder per model_version: the demo's model picker lists them, and in
+    # compose the demo and the workers share this folder as a volume, so a job can run on a taught model.
+    models_dir: str = str(ROOT / "data" / "models")
     top_k: int = TOP_K
     batch_size: int = BATCH_SIZE
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard (Pillow warns at 89M)
@@ -46,7 +49,7 @@ class Settings(BaseSettings):
     # each cut by up to half at random): 12 retries wait 4 to 8 minutes in all, a database restart or failover.
     task_max_retries: int = 12
     task_retry_max_s: float = 60.0
-    # Healing (worker.heal): every HEAL_CHECK_S one worker of the fleet looks for unfinished jobs with files
+    # Healing (jobs.heal): every HEAL_CHECK_S one worker of the fleet looks for unfinished jobs with files
     # without a row, no chunk queued or in flight and no new row for HEAL_AFTER_S, and queues those files again;
     # a job that stalls again after HEAL_MAX heals ends failed with the reason.
     heal_after_s: float = 300.0
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
     demo_host: str = "127.0.0.1"
     demo_port: int = 7860
     demo_auth: str | None = None  # "user:pass"
+    # Writes (folder jobs, reviews, teaching) on a demo other machines can reach (beyond loopback, --share, a Space)
+    # without DEMO_AUTH: off unless this says the network is private (webui/access.py).
+    demo_open_writes: bool = False
     demo_allowed_roots: str = str(ROOT / "data")  # os.pathsep-separated folders the Batch tab may read
     demo_uncertain_below: float = UNCERTAIN_BELOW
     demo_max_batch_size: int = 8  # concurrent requests that share one forward pass
@@ -75,6 +81,9 @@ class Settings(BaseSettings):
     demo_upload_max_zip_entries: int = 200  # entries in a .zip's directory, folders and hidden files included
     demo_upload_max_zip_bytes: int = 200_000_000  # what a .zip's entries expand to, in total
     demo_upload_max_zip_ratio: float = 50.0  # expanded size / the .zip's size; photos barely compress (~1x)
+    # The Teach view (webui/teach.py) takes this many photos per upload (a class of 20 photos for each of 21 fruits);
+    # its budgets of bytes, pixels and .zip entries grow by the same factor over DEMO_UPLOAD_MAX_FILES.
+    demo_teach_max_files: int = 500
 
     def classifier_options(self) -> dict[str, Any]:
         """`load_classifier`'s keyword arguments from this configuration (how it runs, what it decodes)."""

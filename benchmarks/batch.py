@@ -2,7 +2,7 @@
 
 On the same images and the same model, in one run, prints images per second for
   forward   the bare compiled forward pass on pre-decoded batches (the ceiling),
-  pipeline  folder -> database: `worker.submit.submit_folder` (scan, hash, record), then decode + resize
+  pipeline  folder -> database: `jobs.submit.submit_folder` (scan, hash, record), then decode + resize
             overlapped with batched inference in a Celery worker process, rows written to SQLite (in this
             process without Redis: --pipeline inline, the chunks run by the worker's own `process_chunk`),
   naive     a per-image loop of decode + `model.predict(x[None])`,
@@ -31,32 +31,36 @@ from benchmarks.runtimes import bench_forward, bench_naive, runtime_classifiers
 from settings import SHIPPED_MODEL_DIR, get_settings
 
 
-def inline_send(clf, db_url: str, batch_size: int, after_chunk: Callable[[int], None] | None = None):
-    """A `send` for `submit_folder` that runs each chunk here, through the worker's `process_chunk`."""
-    from db.session import session_factory
-    from worker.pipeline import process_chunk
+class InlineBroker:
+    """A broker for `submit_folder` that runs each chunk here, through the worker's `process_chunk`."""
 
-    sessions = session_factory(db_url)
+    def __init__(self, clf, db_url: str, batch_size: int, after_chunk: Callable[[int], None] | None = None,
+                 before: Callable[[], None] | None = None):
+        self.clf, self.db_url, self.batch_size = clf, db_url, batch_size
+        self.after_chunk, self.before = after_chunk, before
 
-    def send(job_id: str, chunks, _model_dir: str) -> None:
-        done = 0
+    def send_chunks(self, job_id: str, chunks, _model_dir: str, *, queue: str | None = None) -> None:
+        from db.session import session_factory
+        from worker.pipeline import process_chunk
+
+        if self.before is not None:
+            self.before()
+        sessions, done = session_factory(self.db_url), 0
         for chunk in chunks:
-            done += process_chunk(sessions=sessions, classifier=clf, job_id=job_id, items=chunk,
-                                  batch_size=batch_size)
-            if after_chunk is not None:
-                after_chunk(done)
-
-    return send
+            done += process_chunk(sessions=sessions, classifier=self.clf, job_id=job_id, items=chunk,
+                                  batch_size=self.batch_size)
+            if self.after_chunk is not None:
+                self.after_chunk(done)
 
 
 def bench_pipeline_inline(clf, bundle: Path, folder: Path, db_url: str, batch_size: int, chunk_size: int) -> float:
     """The submitter's and the worker's code in this process, without a broker: scan, hash, record, classify."""
-    from worker.progress import job_progress
-    from worker.submit import submit_folder
+    from jobs.progress import job_progress
+    from jobs.submit import submit_folder
 
     start = time.perf_counter()
     job_id = submit_folder(folder, model_dir=bundle, database_url=db_url, chunk_size=chunk_size, check_broker=False,
-                           send=inline_send(clf, db_url, batch_size))
+                           broker=InlineBroker(clf, db_url, batch_size))
     elapsed = time.perf_counter() - start
     p = job_progress(job_id, database_url=db_url)
     assert p["finished"] and p["errors"] == 0 and p["reused"] == 0, p
@@ -66,14 +70,17 @@ def bench_pipeline_inline(clf, bundle: Path, folder: Path, db_url: str, batch_si
 def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str, chunk_size: int,
                           log_path: Path, runtime: str | None = None) -> float:
     """Submit the folder to a real worker process (already warmed up on other images) and time it to the end."""
+    from jobs.progress import wait_for_job
+    from jobs.submit import submit_folder
+    from worker.broker import RedisBroker
     from worker.dev import child_pids
-    from worker.progress import wait_for_job
-    from worker.submit import submit_folder
 
+    broker = RedisBroker(get_settings().redis_url)
     with bench_worker(bundle, db_url, log_path, runtime) as (proc, queue):
         def run(path: Path) -> float:
             start = time.perf_counter()
-            job_id = submit_folder(path, model_dir=bundle, database_url=db_url, queue=queue, chunk_size=chunk_size)
+            job_id = submit_folder(path, model_dir=bundle, database_url=db_url, broker=broker, queue=queue,
+                                   chunk_size=chunk_size)
             p = wait_for_job(job_id, database_url=db_url, poll_s=0.05, on_poll=alive_check(proc, log_path))
             assert p["errors"] == 0 and p["reused"] == 0, p
             return p["done"] / (time.perf_counter() - start)
@@ -88,9 +95,10 @@ def bench_pipeline_celery(bundle: Path, folder: Path, warmup: Path, db_url: str,
 
 def _scale_celery(bundle: Path, folder: Path, db_url: str, tmp: Path, chunk_size: int, runtime: str | None,
                   mark: int, samples: dict[str, float]) -> str:
+    from jobs.progress import wait_for_job
+    from jobs.submit import submit_folder
+    from worker.broker import RedisBroker
     from worker.dev import child_pids
-    from worker.progress import wait_for_job
-    from worker.submit import submit_folder
 
     log_path = tmp / "scale-worker.log"
     with bench_worker(bundle, db_url, log_path, runtime) as (proc, queue):
@@ -102,7 +110,9 @@ def _scale_celery(bundle: Path, folder: Path, db_url: str, tmp: Path, chunk_size
             if kids and "first" not in samples and p["done"] >= mark:
                 samples["first"], samples["first_at"] = rss_mb(kids[0]), p["done"]
 
-        job_id = submit_folder(folder, model_dir=bundle, database_url=db_url, queue=queue, chunk_size=chunk_size)
+        broker = RedisBroker(get_settings().redis_url)
+        job_id = submit_folder(folder, model_dir=bundle, database_url=db_url, broker=broker, queue=queue,
+                               chunk_size=chunk_size)
         samples["submitted"] = time.perf_counter()
         p = wait_for_job(job_id, database_url=db_url, poll_s=0.2, on_poll=sample)
         samples["last"], samples["last_at"] = rss_mb(child_pids(proc.pid)[0]), p["done"]
@@ -113,8 +123,8 @@ def _scale_celery(bundle: Path, folder: Path, db_url: str, tmp: Path, chunk_size
 
 def _scale_inline(bundle: Path, folder: Path, db_url: str, chunk_size: int, runtime: str | None, batch_size: int,
                   mark: int, samples: dict[str, float]) -> str:
+    from jobs.submit import submit_folder
     from model.predict import load_classifier
-    from worker.submit import submit_folder
 
     def sample(done: int) -> None:
         if "first" not in samples and done >= mark:
@@ -122,14 +132,12 @@ def _scale_inline(bundle: Path, folder: Path, db_url: str, chunk_size: int, runt
         samples["last"], samples["last_at"] = rss_mb(os.getpid()), done
 
     clf = load_classifier(bundle, runtime=runtime)
-    run_chunks = inline_send(clf, db_url, batch_size, after_chunk=sample)
-
-    def send(*args) -> None:
+    def submitted() -> None:
         samples["submitted"] = time.perf_counter()  # recorded: from here on the chunks run
-        run_chunks(*args)
 
+    broker = InlineBroker(clf, db_url, batch_size, after_chunk=sample, before=submitted)
     submit_folder(folder, model_dir=bundle, database_url=db_url, chunk_size=chunk_size, check_broker=False,
-                  send=send)
+                  broker=broker)
     return "this process (inline pipeline)"
 
 
@@ -241,12 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-input-size", type=int, default=32, help="network input size for --scale")
     args = parser.parse_args(argv)
 
-    from worker.status import broker_available
+    from worker.broker import RedisBroker
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     mode = args.pipeline
     if mode == "auto":
-        mode = "celery" if broker_available(redis_url=settings.redis_url) else "inline"
+        mode = "celery" if RedisBroker(settings.redis_url).available() else "inline"
     ok = True
     if args.images > 0:
         bench_throughput(args, tmp, mode)

@@ -1,5 +1,5 @@
 """What the benchmarks share: generated photos, a fresh untrained bundle, a real Celery worker process, RSS, free
-ports for servers, and Debian's Chromium (the tests use the last two through tests/helpers/processes.py)."""
+ports for servers. The benchmarks import nothing from tests/ and the tests nothing from here."""
 
 from __future__ import annotations
 
@@ -16,10 +16,6 @@ import numpy as np
 from PIL import Image
 
 from settings import ROOT
-
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/services.sh installs it), driven by Playwright
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def free_port() -> int:
@@ -83,7 +79,7 @@ def bench_worker(bundle: Path, db_url: str, log_path: Path, runtime: str | None)
 
 
 def alive_check(proc: Any, log_path: Path):
-    """An `on_poll` for `worker.progress.wait_for_job` that stops the wait when the worker process exited."""
+    """An `on_poll` for `jobs.progress.wait_for_job` that stops the wait when the worker process exited."""
     def check(_progress: dict) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited; see {log_path}")

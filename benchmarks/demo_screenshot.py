@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.common import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.demo import Server
 from settings import ROOT, get_settings
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/services.sh installs it), driven by Playwright
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PHOTO = ROOT / "examples" / "banana" / "grocery__Banana__Banana_001.jpg"  # a real store photo, not a studio shot
 
 

@@ -5,7 +5,7 @@ The worker's path end to end on whatever GPU is present, on the same images and 
   - for each GPU runtime found: TensorFlow with a visible GPU (fp32, and mixed precision: the same weights in a
     Keras `mixed_float16` model, softmax in float32), ONNX Runtime with CUDAExecutionProvider (fp32);
   - for each, at every batch size: img/s of the bare forward pass on pre-decoded batches, and of the
-    folder-to-database pipeline (`worker.submit.submit_folder`, then the worker's own `process_chunk`: decode,
+    folder-to-database pipeline (`jobs.submit.submit_folder`, then the worker's own `process_chunk`: decode,
     resize, batched forward, rows written to SQLite; inline, no broker);
   - proof that the forward pass ran on the GPU: TensorFlow's peak GPU memory during it
     (`tf.config.experimental.get_memory_info`), ONNX Runtime's session providers (CUDA first, not a fallback);

@@ -1,6 +1,6 @@
 """`make space-check`: the Hugging Face Space, simulated (not a test: minutes, most of them pip).
 
-    .venv/bin/python .ci/space_check.py [--keep] [--photos N]
+    python -m benchmarks.space_check [--keep] [--photos N] [--files-only]
 
 What a Gradio Space does with this repository, in a temporary folder:
   1. the files a push sends (`git ls-files`: tracked and untracked-not-ignored, as they are in the working tree)
@@ -11,9 +11,11 @@ What a Gradio Space does with this repository, in a temporary folder:
      caches), no Redis (REDIS_URL points at a closed port), no database configured; then it waits for the page;
   4. through the HTTP API (gradio_client, from this project's venv): one photo through /classify (a label of the
      bundle, a heatmap, a verdict), one upload of several photos through /classify_upload (one row each, none an
-     error, a CSV of the same rows), and the Batch tab's folder form replaced by its no-broker line;
+     error, a CSV of the same rows), and read-only (SPACE_ID set, no DEMO_AUTH): the write views' line in their
+     place, and no /submit_job or /review_set in the API;
   5. the server stopped and the folder removed (unless --keep).
-Prints each step's time. Exit 0: every check passed; 1: a check failed; 2: it cannot run here (no git checkout).
+--files-only stops after step 1 (seconds: tests/benchmarks runs it so). Prints each step's time.
+Exit 0: every check passed; 1: a check failed; 2: it cannot run here (no git checkout).
 """
 
 from __future__ import annotations
@@ -135,8 +137,10 @@ def api_checks(url: str, app: Path, n: int, timings: dict[str, float]) -> None:
     right = sum(r[2].replace(" ", "_") == p.parent.name for r, p in zip(rows, photos, strict=True))
     print(f"[space-check] upload: {summary}; {right} of {len(photos)} named as their example folder")
     config = httpx.get(f"{url}config", timeout=60).json()
-    line = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "batch-unavailable"]
-    check(bool(line), "the Batch tab has no no-broker line")
+    line = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "writes-off"]
+    check(bool(line), "the Space is not read-only: no line in place of the write views")
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    check(not endpoints & {"/submit_job", "/review_set", "/list_jobs"}, f"a Space serves writes: {endpoints}")
 
 
 def run(args: argparse.Namespace, tmp: Path, timings: dict[str, float]) -> None:
@@ -147,6 +151,8 @@ def run(args: argparse.Namespace, tmp: Path, timings: dict[str, float]) -> None:
     copy_app(app)
     check_front_matter(app)
     step("copy the pushed files", started, timings)
+    if args.files_only:
+        return
 
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -183,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (app, venv, log)")
     p.add_argument("--photos", type=int, default=6, help="photos in the upload (examples of different classes)")
+    p.add_argument("--files-only", action="store_true",
+                   help="stop after copying the pushed files and checking the front matter (no venv, no server)")
     args = p.parse_args(argv)
     if not (ROOT / ".git").exists():
         print("space-check: needs a git checkout (the files a push sends are `git ls-files`)", file=sys.stderr)

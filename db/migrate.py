@@ -1,4 +1,4 @@
-"""Bring the database schema to the latest Alembic revision: `python -m db.migrate [--url URL]`.
+"""Bring the database schema to the latest Alembic revision: `python -m db.migrate [--database-url URL]`.
 
 `upgrade(url)` is the one way the schema changes, and only entry points call it, when they start: this command,
 the commands of `db` and `worker` (through `upgraded_sessions`), `worker.dev` and each Celery worker process. So a
@@ -8,7 +8,6 @@ once per deploy.
 
 from __future__ import annotations
 
-import argparse
 import threading
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+import cli
 from db.session import make_engine, session_factory
 
 HERE = Path(__file__).resolve().parent
@@ -78,25 +78,23 @@ def upgrade(url: str, revision: str = "head") -> None:
             _at_head.add(url)
 
 
-def upgraded_sessions(url: str | None = None) -> sessionmaker[Session]:
-    """For a command's main: sessions on `url` (default: settings.database_url), upgraded to the latest schema."""
-    from settings import get_settings
-
-    url = url or get_settings().database_url
+def upgraded_sessions(url: str) -> sessionmaker[Session]:
+    """For an entry point: sessions on `url`, its schema upgraded to the latest revision first."""
     upgrade(url)
     return session_factory(url)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m db.migrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="database URL (default: DATABASE_URL / settings)")
-    parser.add_argument("--revision", default="head")
-    args = parser.parse_args(argv)
     from settings import get_settings
 
-    url = args.url or get_settings().database_url
-    upgrade(url, args.revision)
-    print(f"database at revision {current_revision(url)}: {make_url(url).render_as_string(hide_password=True)}")
+    parser = cli.parser("python -m db.migrate", __doc__)
+    cli.add_database_url(parser, get_settings())
+    parser.add_argument("--revision", default="head",
+                        help="the Alembic revision to upgrade to (default: head, the latest)")
+    args = parser.parse_args(argv)
+    upgrade(args.database_url, args.revision)
+    url = make_url(args.database_url).render_as_string(hide_password=True)
+    print(f"database at revision {current_revision(args.database_url)}: {url}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Why the job failed: a chunk no worker could run (its images got error rows carrying the same reason).
     error: Mapped[str | None] = mapped_column(Text)
-    # How often the workers queued the files of this stalled job again, and when last (worker.heal).
+    # How often the workers queued the files of this stalled job again, and when last (jobs.heal).
     heals: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     healed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

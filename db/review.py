@@ -1,4 +1,4 @@
-"""Review a job's results from the command line.
+"""Review a job's results: list the next images to review, or set the right label of one.
 
     python -m db.review JOB_ID                           progress, accuracy so far, the next images to review
                                                          (flagged unknown first, then lowest confidence first)
@@ -11,15 +11,15 @@ is enough. Exit status 2 on any error (unknown job or path, a label the model do
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import sys
 from typing import TextIO
 
 from sqlalchemy.orm import Session
 
-from db.queries import find_job
-from db.review_queries import ReviewError, next_to_review, review_progress, reviewed_accuracy, set_review, to_review
+import cli
+from db.results import find_job
+from db.reviews import ReviewError, next_to_review, review_progress, reviewed_accuracy, set_review, to_review
 
 
 def default_reviewer() -> str:
@@ -55,15 +55,16 @@ def _describe(review: dict) -> str:
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m db.review", description=__doc__.splitlines()[0],
-                                     epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from settings import get_settings
+
+    parser = cli.parser("python -m db.review", __doc__)
     parser.add_argument("job_id", help="job id (or a unique prefix)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--set", nargs=2, metavar=("PATH", "LABEL"), help="review PATH as LABEL")
     action.add_argument("--skip", metavar="PATH", help="mark PATH as none of these")
     parser.add_argument("--by", default=None, help="reviewer name (default: the OS user)")
-    parser.add_argument("--limit", type=int, default=10, help="images to list (default 10)")
-    parser.add_argument("--database-url", help="default: DATABASE_URL / settings")
+    parser.add_argument("--limit", type=int, default=10, metavar="N", help="images to list (default 10)")
+    cli.add_database_url(parser, get_settings())
     args = parser.parse_args(argv)
     out = out or sys.stdout
 
@@ -79,8 +80,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             review = set_review(session, job_id, path, label, args.by or default_reviewer())
             session.commit()
         except (LookupError, ReviewError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            cli.fail(str(exc))
         print(_describe(review), file=out)
         print(review_progress(session, job_id)["text"], end="", file=out)
         following = next_to_review(session, job_id)

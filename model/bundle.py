@@ -3,6 +3,8 @@
     model.keras   the Keras model (weights + architecture, loadable in safe mode)
     config.json   ordered labels, input size, model_version, weights source, temperature, TTA mode
     unknown.npz   optional: the statistics of the unknown score (model.unknown); without it, no unknown flag
+    features.npz  optional: the base training set's pooled features (train.features), what teaching needs
+                  (python -m train.teach); without it the bundle cannot be taught
     card.json     the model card: dataset, classes and counts, epochs, metrics, date
 
 `model_version` is a content hash of the weights, so two bundles with the same version give the same
@@ -21,6 +23,7 @@ MODEL_FILE = "model.keras"
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "fruits-densenet121"  # package data: the fruit model
 CONFIG_FILE = "config.json"
 CARD_FILE = "card.json"
+FEATURES_FILE = "features.npz"
 
 
 @dataclass
@@ -32,6 +35,7 @@ class BundleConfig:
     weights: str = "none"  # what the network started from: imagenet, none, or a file name
     temperature: float = 1.0  # logits / temperature before the softmax (model.calibration); 1.0: uncalibrated
     tta: str = "none"  # test-time augmentation applied by the core: none | flip
+    parent_version: str = ""  # the model_version this one was taught from (python -m train.teach); "": a root model
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -1,12 +1,27 @@
-"""What a bundle says about itself, for people: its model card as Markdown and the training plots beside it."""
+"""What a bundle says about itself, for people: its model card as Markdown and the training plots beside it.
+
+The card leads with what to expect on real photos (`expectations`): the scene cross-validation on the real photos
+(the figure and its spread from fold to fold), the other sources' held-out figures (studio shots), what the training
+photos were, and that on photos from elsewhere the model often says it does not know, with a pointer to teaching
+it. Every figure is read from the bundle's card.json (or metrics.json beside it), so a recalibrated or taught
+bundle shows its own.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from model.bundle import BundleConfig, read_card
 from model.unknown import UNKNOWN_FILE
+
+METRICS_FILE = "metrics.json"  # train.evaluate's report beside card.json: its `groups` are the per-source figures
+# How the card names a training source (file names `<source>__...`, train.metrics.source_of) to a visitor: (where the
+# figure is measured, what the model learned from). A source not listed is named as it is.
+SOURCES = {"grocery": ("Real store photos", "one grocery store's photo collection"),
+           "fruits360": ("Studio shots", "studio shots of single fruits on a white background")}
+TEACH = "the **Teach** tab, or `python -m train.teach --model BUNDLE --data DIR --out NEW_BUNDLE`"
 
 PLOTS = (("accuracy.png", "Accuracy per epoch"), ("loss.png", "Loss per epoch"),
          ("confusion_matrix.png", "Confusion matrix (validation set)"),
@@ -61,8 +76,74 @@ def honesty_line(bundle_dir: str | Path, config: BundleConfig, card: dict) -> st
     return f"**Confidence:** {conf}; {unknown}{tta}."
 
 
+def _source(name: str, which: int) -> str:
+    return SOURCES[name][which] if name in SOURCES else f"`{name}` photos"
+
+
+def _groups(bundle_dir: str | Path, card: dict) -> dict[str, dict]:
+    """Held-out figures per training source: card.json's metrics.val_by_source, else metrics.json's groups."""
+    groups = (card.get("metrics") or {}).get("val_by_source")
+    if not isinstance(groups, dict):
+        try:
+            groups = json.loads((Path(bundle_dir) / METRICS_FILE).read_text()).get("groups")
+        except (OSError, ValueError, AttributeError):
+            groups = None
+    return {k: v for k, v in (groups or {}).items() if isinstance(v, dict) and isinstance(v.get("top1"), float)}
+
+
+def _scene_cv(card: dict) -> tuple[list[str], dict] | None:
+    """(the sources cross-validated on, [] for all; the figures) of the bundle's scene cross-validation, or of
+    its base set's for a taught bundle; None when the card has none."""
+    cv = card.get("cross_validation") or {}
+    stats = cv.get(cv.get("tta") or "none") or cv.get("none")
+    if isinstance(stats, dict) and isinstance(stats.get("top1_mean"), float):
+        sources = cv.get("sources")
+        sources = [] if sources in (None, "all") else [sources] if isinstance(sources, str) else list(sources)
+        return sources, stats
+    taught = card.get("teach_figures") or {}
+    if isinstance(taught.get("base_cv_top1"), float):  # train.teach: its base set's real (store) photos, out of fold
+        return ["grocery"], {"top1_mean": taught["base_cv_top1"], "top1_std": taught.get("base_cv_top1_std")}
+    return None
+
+
+def expectations(bundle_dir: str | Path, config: BundleConfig, card: dict) -> str:
+    """What to expect on real photos, from the bundle's own figures: the first thing the card says."""
+    things = card.get("dataset") if str(card.get("dataset", "")).isalpha() else "classes"
+    groups, cv = _groups(bundle_dir, card), _scene_cv(card)
+    lines = []
+    if cv:
+        sources, s = cv
+        where = _source(sources[0], 0) if len(sources) == 1 else "Its own photos"
+        spread = f" ± {s['top1_std']:.1%}" if isinstance(s.get("top1_std"), float) else ""
+        size = f" over {s['n']:,} photos in {s['folds']} folds" if "n" in s and "folds" in s else ""
+        line = (f"- **{where}, in scenes it never saw: about {s['top1_mean']:.0%} right.** Scene cross-validation"
+                f"{size}: {s['top1_mean']:.1%}{spread} from fold to fold")
+        line += f"; the right one in its top 5: {s['top5_mean']:.0%}" if isinstance(s.get("top5_mean"), float) else ""
+        held = [f"{groups[x]['top1']:.0%} (n = {groups[x]['n']:,})" for x in sources
+                if x in groups and isinstance(groups[x].get("n"), int)]
+        lines.append(line + (f". Held out for validation: {', '.join(held)}." if held else "."))
+        others = {k: v for k, v in groups.items() if k not in sources}
+    else:
+        others = groups
+    for name, g in others.items():
+        n = f" (n = {g['n']:,})" if isinstance(g.get("n"), int) else ""
+        lines.append(f"- **{_source(name, 0)}:** {g['top1']:.0%} right{n}.")
+    if not lines:
+        lines.append("- **No accuracy on held-out real photos is recorded for this bundle.**")
+    order = (cv[0] if cv else []) + [name for name in groups if not cv or name not in cv[0]]
+    learned = [_source(name, 1) for name in order] or [str(card.get("dataset", "its training photos"))]
+    taught = (card.get("taught") or {}).get("photos")
+    if isinstance(taught, dict) and taught:
+        learned.append(f"{sum(taught.values()):,} photos taught to it ({', '.join(sorted(taught))})")
+    lines.append(f"- **It learned from** {' and '.join(learned)}. On photos from anywhere else it is right less "
+                 f"often, and it often says it does not know (*Not sure*, or *not one of the {len(config.labels)} "
+                 f"{things} I know*). To teach it your own photos: {TEACH}.")
+    return "### What to expect\n" + "\n".join(lines)
+
+
 def card_markdown(bundle_dir: str | Path) -> str:
-    """The model card: architecture, version, training data, accuracy and classes."""
+    """The model card: what to expect on real photos first, then architecture, version, training data, every
+    accuracy figure and the classes."""
     config = BundleConfig.read(bundle_dir)
     card = read_card(bundle_dir)
     data = card.get("dataset", "unknown")
@@ -72,13 +153,16 @@ def card_markdown(bundle_dir: str | Path) -> str:
               if isinstance(card.get(k), dict)]
     version = f", trained {card['date'][:10]}" if card.get("date") else ""
     parts = [
+        expectations(bundle_dir, config, card),
         "### Model card",
         f"**{config.architecture}**, input {config.input_size}x{config.input_size}, weights from "
         f"`{config.weights}`, version `{config.model_version}`{version}",
         f"**Training data:** {data}" + (f" ({', '.join(counts)} images)" if counts else ""),
     ]
     lines = metrics_lines(card.get("metrics") or {})
-    parts.append("**Accuracy:**\n" + "\n".join(lines) if lines else "**Accuracy:** not recorded in card.json")
+    # The pooled val figure mixes studio shots (near-perfect) with real photos: it is listed, not led with.
+    parts.append("**Accuracy on the validation set** (all sources together, then per source):\n" + "\n".join(lines)
+                 if lines else "**Accuracy:** not recorded in card.json")
     parts.append(honesty_line(bundle_dir, config, card))
     parts.append(f"**Classes ({len(config.labels)}):** " + ", ".join(config.labels))
     return "\n\n".join(parts)

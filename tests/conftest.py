@@ -20,7 +20,7 @@ os.environ.setdefault("RUNTIME", "tf")
 
 # A test that uses one of these builds or loads a real network, which takes seconds: it is slow whether or not
 # its module says so, so that `make test-fast` never pays for one (and a new test cannot slip into it).
-NETWORK_FIXTURES = {"tiny_bundle", "tiny_classifier", "honest_bundle"}
+NETWORK_FIXTURES = {"tiny_bundle", "tiny_classifier", "honest_bundle", "teachable_bundle"}
 
 
 def pytest_collection_modifyitems(items):
@@ -61,12 +61,23 @@ def tiny_classifier(tiny_bundle, classifier_options):
 
 
 @pytest.fixture(scope="session")
-def honest_bundle(tiny_bundle, tmp_path_factory):
+def honest_bundle(tiny_bundle, tiny_classifier, tmp_path_factory):
     """The tiny bundle with temperature 2.0 and unknown statistics: images from `good_images` are known, those
     from `tests.helpers.images.write_unknown_images` (stripe patterns) are flagged unknown."""
     from tests.helpers.honesty import make_honest_bundle
 
-    return make_honest_bundle(tiny_bundle, tmp_path_factory.mktemp("honest") / "tiny", tmp_path_factory.mktemp("cal"))
+    return make_honest_bundle(tiny_bundle, tmp_path_factory.mktemp("honest") / "tiny", tmp_path_factory.mktemp("cal"),
+                              clf=tiny_classifier if tiny_classifier.runtime == "tf" else None)
+
+
+@pytest.fixture(scope="session")
+def teachable_bundle(tiny_bundle, tmp_path_factory):
+    """The tiny bundle with a features.npz (6 noisy plain colours per class as its base set): `train.teach` can
+    teach it, in seconds."""
+    from tests.helpers.teaching import make_teachable_bundle
+
+    return make_teachable_bundle(tiny_bundle, tmp_path_factory.mktemp("teachable") / "tiny",
+                                 tmp_path_factory.mktemp("colours"))
 
 
 @pytest.fixture(scope="session")

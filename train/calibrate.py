@@ -1,16 +1,16 @@
 """
 Title: Honest answers: calibrated confidences and "not one of the classes I know" for a model bundle
-Description: the last step of every bundle recipe (`python -m train`, `python -m train.probe --out`); also
+Description: the last step of every bundle recipe (`python -m train`, `train.frozen`, `train.teach`); also
 runs on its own, on any bundle, to refit both.
 
     python -m train.calibrate --model runs/fruits-probe --data ../shared/datasets/fruits [--sources grocery]
 
 - **Temperature** (model.calibration): fitted on held-out photos the head never trained on: DIR/val, or only
   the val photos of the given `--sources` (file names `<source>__...`; e.g. the real store photos, since studio
-  shots are all right and would sharpen it). `train.probe` passes out-of-fold logits of 5-fold
-  cross-validation instead, which sees every labelled real photo.
+  shots are all right and would sharpen it). The frozen-backbone recipes (train.head) pass out-of-fold logits
+  of 5-fold scene cross-validation instead, which sees every labelled real photo.
 - **Unknown statistics** (model.unknown): class means and a shared covariance of the pooled features of
-  DIR/train; the threshold keeps `--keep-rate` of the held-out photos' scores.
+  DIR/train; the threshold keeps `--keep-rate` of the held-out photos' scores (train.head: of held-out scenes').
 Both go into the bundle (config.json's `temperature`, `unknown.npz`), the card gets their figures, and the
 bundle folder a reliability diagram (`reliability.png`). The bundle's model_version changes with them.
 """

@@ -1,12 +1,12 @@
-"""How every `python -m train...` command ends on an expected error: one clear line and exit code 2, no traceback."""
+"""How every `python -m train...` command runs: frameworks quiet, and an expected error ends in `cli.fail`
+(one line `error: ...`, exit code 2), never a traceback."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
+import cli
 from model.network import WeightsUnavailableError
 
 EXPECTED = (WeightsUnavailableError, FileNotFoundError, NotADirectoryError, ValueError)
@@ -14,9 +14,8 @@ EXPECTED = (WeightsUnavailableError, FileNotFoundError, NotADirectoryError, Valu
 
 def run_cli(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
     """Run a command's `main`; weights that cannot be had, a missing or bad folder, a wrong value: `error: ...`."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cli.quiet_frameworks()
     try:
         main(argv)
     except EXPECTED as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        cli.fail(str(exc))

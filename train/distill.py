@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+import cli
+
 """## Parameters (one place; every one is a command-line flag)"""
 
 DEFAULTS = dict(
@@ -43,8 +45,25 @@ DEFAULTS = dict(
 WEIGHTS_FILE = "densenet121_distilled.weights.h5"
 
 
+# What each parameter's flag says in --help (the defaults are appended there).
+HELP = dict(
+    epochs="epochs; an epoch draws one view per image on average from the view pool",
+    views="augmented views per image, each run through every teacher once and cached",
+    input_size="the student's input size in pixels",
+    source_size="the size images are decoded at once; views are cropped from it",
+    batch_size="views per training step",
+    lr="peak learning rate of AdamW (after one epoch of warm-up, then cosine decay)",
+    weight_decay="AdamW's weight decay",
+    min_area="random resized crop: the smallest fraction of the image a view keeps",
+    seed="random seed of the views and the training",
+    threads="threads per teacher; 0 = all cores",
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train.distill", description=__doc__.split("\n\n")[0].strip())
+    head, example = __doc__.strip("\n").split("\n\n")[:2]  # "Title: ...\nDescription: ...", then the example
+    doc = head.removeprefix("Title: ").replace("\nDescription: ", ": ", 1) + "\n\n" + example
+    p = cli.parser("python -m train.distill", doc)
     p.add_argument("--teacher", action="append", required=True, help=".tflite, .onnx or .keras (repeatable)")
     p.add_argument("--data", action="append", required=True, help="folder of images, any layout (repeatable)")
     p.add_argument("--out", required=True, help="run folder")
@@ -53,7 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "to continue it on fresh views, another seed or input size); default: from scratch")
     p.add_argument("--run-eagerly", action="store_true", help="skip graph compilation: for tiny smoke runs")
     for key, value in DEFAULTS.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value,
+                       help=f"{HELP[key]} (default %(default)s)")
     return p.parse_args(argv)
 
 

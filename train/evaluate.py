@@ -1,7 +1,7 @@
 """
 Evaluate a model bundle on any folder-per-class dataset whose class names are a subset of its labels.
 
-    python -m train.evaluate --model model/fruits-densenet121 --data ../shared/datasets/fruits/val \
+    python -m train.evaluate --model model/fruits-densenet121 --data ../shared/datasets/fruits/val \\
         [--ood ../shared/datasets/grocery-other/val] [--json OUT] [--out DIR]
 
 Prints the per-class report and the summary line `top1= top5= macro_f1= ece= n=` (ECE of the calibrated
@@ -13,7 +13,6 @@ bundle's threshold. Predictions go through the same `Classifier` as the demo and
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import cli
 from model.predict import BATCH_SIZE, Outputs
 from train.data import class_dirs, list_files
 from train.metrics import source_of
@@ -159,7 +159,7 @@ def card_metrics(summary: dict) -> dict:
 
 def save_evaluated_bundle(model, out: Path, config, val: tuple, card: dict):
     """Save `model` as a bundle whose folder also holds its val evaluation (metrics.json, report.txt, confusion
-    matrix) and whose card carries those metrics: what train.probe and train.match hand over to ship."""
+    matrix) and whose card carries those metrics: what train.probe hands over to ship."""
     from model.bundle import save_bundle
     from model.predict import Classifier
 
@@ -174,7 +174,7 @@ def save_evaluated_bundle(model, out: Path, config, val: tuple, card: dict):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.strip().split("\n")[0])
+    p = cli.parser("python -m train.evaluate", __doc__)
     p.add_argument("--model", required=True, help="model bundle folder (or 'imagenet')")
     p.add_argument("--data", required=True, help="folder-per-class images")
     p.add_argument("--json", default=None, help="write the full metrics to this JSON file")

@@ -6,16 +6,17 @@ continues from, a row of history.csv and its time.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
+
+import cli
 
 
 def open_run(out: str | Path, resume: bool) -> Path:
     """The run folder: new, or an existing one only with --resume, so that no run is overwritten by accident."""
     run = Path(out)
     if run.exists() and any(run.iterdir()) and not resume:
-        sys.exit(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
+        cli.fail(f"run folder {run} is not empty: pass --resume to continue it, or choose another --out")
     run.mkdir(parents=True, exist_ok=True)
     return run
 

@@ -1,7 +1,7 @@
 """The demo's Batch tab: submit a server folder to the Celery workers, follow the job, read its results.
 
 The handlers are bound to one app's bundle and settings (`BatchTab`); the folder rule is
-`webui.allowed_roots`, submission `worker.submit`, progress `worker.progress`, the results `db.queries`.
+`webui.allowed_roots`, submission `jobs.submit`, progress `jobs.progress`, the results `db.results`.
 """
 
 from __future__ import annotations
@@ -21,29 +21,33 @@ import numpy as np
 
 from model.images import ImageError, load_thumbnail
 from settings import Settings
+from webui.access import log_write
 from webui.allowed_roots import allowed_roots, resolve_folder
 
 NO_BROKER = ("**Folder jobs are not available here:** no task broker (Redis) is reachable, so folders on the server "
              "cannot be classified. Your own photos can: the **Upload** tab classifies several at once, or a .zip "
-             "of them. (To run folder jobs, start Redis and a worker: README, *Batch classification*.)")
+             "of them. (To run folder jobs, start Redis and a worker: `make batch-up`, docs/batch.md.)")
 TABLE_ROWS = 500  # rows shown in the page (the CSV has them all); thumbnails for the first THUMBS
 THUMBS = 100
 
 
-def fleet_markdown(redis_url: str | None = None, database_url: str | None = None) -> str:
+def fleet_markdown(redis_url: str, database_url: str) -> str:
     """`python -m worker.status`'s line: workers online, queue length, running jobs with progress and rate."""
     try:
-        from worker.status import fleet_status, status_line
+        from jobs.fleet import fleet_status, status_line
+        from worker.broker import RedisBroker
+
+        status = fleet_status(broker=RedisBroker(redis_url), database_url=database_url)
     except ImportError:  # a Space may run without Celery/Redis installed at all
         return NO_BROKER
-    return f"**Fleet:** {status_line(fleet_status(redis_url=redis_url, database_url=database_url))}"
+    return f"**Fleet:** {status_line(status)}"
 
 
 def recent_jobs(database_url: str, limit: int = 50) -> list[dict[str, Any]]:
     """The newest jobs, for the jobs list and the compare pickers; an unreachable database is a warning in the page,
     not an exception."""
     from db.migrate import upgraded_sessions
-    from db.queries import list_jobs
+    from db.results import list_jobs
 
     try:
         with upgraded_sessions(database_url)() as session:
@@ -71,20 +75,25 @@ def thumb_tag(thumb: np.ndarray) -> str:
 
 
 class BatchTab:
-    """The Batch tab's handlers, bound to one app's bundle and settings (read once, when the app is built)."""
+    """The Batch tab's handlers, bound to one app's bundle and settings (read once, when the app is built).
+    `model_dir` may be a function giving the bundle the demo serves now (the Teach view switches it)."""
 
-    def __init__(self, model_dir: Path, settings: Settings):
+    def __init__(self, model_dir: Path | Callable[[], Path], settings: Settings):
         self.model_dir, self.settings = model_dir, settings
         self.roots = allowed_roots(settings.demo_allowed_roots)
         self.csv_dir = Path(tempfile.mkdtemp(prefix="demo-jobs-"))  # one per app; a job's CSV replaces its last
         atexit.register(shutil.rmtree, self.csv_dir, ignore_errors=True)
 
+    def bundle(self) -> Path:
+        return self.model_dir() if callable(self.model_dir) else self.model_dir
+
     def broker_ready(self) -> bool:
-        try:  # a Space may run without Celery/Redis installed at all
-            from worker.status import broker_available
-        except ImportError:
+        from worker.broker import RedisBroker
+
+        try:
+            return RedisBroker(self.settings.redis_url).available(timeout=1.0)
+        except ImportError:  # a Space may run without Celery/Redis installed at all
             return False
-        return broker_available(timeout=1.0, redis_url=self.settings.redis_url)
 
     def availability(self) -> tuple[Any, Any]:
         """The folder form, or the one line that says why there is none (no broker): checked when a page loads,
@@ -92,8 +101,9 @@ class BatchTab:
         ready = self.broker_ready()
         return gr.Column(visible=ready), gr.Markdown(NO_BROKER, visible=not ready)
 
-    def submit_job(self, folder: str, recursive: bool) -> tuple[str, str, Any]:
-        """Check the folder against the allow-list, then queue it; returns (message, job id, progress timer)."""
+    def submit_job(self, folder: str, recursive: bool, request: gr.Request | None = None) -> tuple[str, str, Any]:
+        """Check the folder against the allow-list, then queue it; returns (message, job id, progress timer).
+        A submitted job is logged with who asked (`webui.access.log_write`)."""
         try:
             real = resolve_folder(folder, self.roots)
         except ValueError as exc:
@@ -101,15 +111,17 @@ class BatchTab:
         if not self.broker_ready():
             return NO_BROKER, "", gr.Timer(active=False)
         from db.migrate import upgrade
-        from worker.submit import SubmitError, submit_folder
+        from jobs.submit import SubmitError, submit_folder
+        from worker.broker import RedisBroker
 
         s = self.settings
         upgrade(s.database_url)  # the demo is an entry point: its database is brought to the latest schema
         try:
-            job_id = submit_folder(real, recursive=recursive, model_dir=self.model_dir, chunk_size=s.chunk_size,
-                                   database_url=s.database_url, redis_url=s.redis_url)
+            job_id = submit_folder(real, broker=RedisBroker(s.redis_url), recursive=recursive,
+                                   model_dir=self.bundle(), chunk_size=s.chunk_size, database_url=s.database_url)
         except SubmitError as exc:
             return f"**Not submitted:** {exc}", "", gr.Timer(active=False)
+        log_write(request, "submit_job", job_id=job_id, folder=str(real), recursive=bool(recursive))
         return f"Submitted job `{job_id}` for `{real}`.", job_id, gr.Timer(active=True)
 
     def _progress(self, job_id: str) -> tuple[str, bool | None]:
@@ -118,8 +130,8 @@ class BatchTab:
         if not job_id:
             return "", None
         try:
-            from worker.progress import job_progress
-            from worker.status import heal_note
+            from jobs.fleet import heal_note
+            from jobs.progress import job_progress
 
             p = job_progress(job_id, database_url=self.settings.database_url)
         except LookupError as exc:
@@ -164,9 +176,9 @@ class BatchTab:
         job_id = (job_id or "").strip()
         if not job_id:
             return "Enter a job id, or pick one in the jobs list.", [], *empty, None
+        from db.formats import PREDICTION_COLUMNS, write_csv
         from db.migrate import upgraded_sessions
-        from db.queries import job_predictions, job_summary
-        from db.report import PREDICTION_COLUMNS, write_csv
+        from db.results import job_predictions, job_summary
 
         threshold = self.settings.demo_uncertain_below
         try:

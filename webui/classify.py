@@ -7,7 +7,7 @@ of the app's `model.explain.Explainer`.
 from __future__ import annotations
 
 import base64
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -15,18 +15,10 @@ import gradio as gr
 from model.explain import Explainer
 from model.predict import Prediction
 from settings import ROOT, Settings
+from webui.served import ServedModel, model_problem
 
 EXAMPLES_DIR = ROOT / "examples"
 NO_IMAGE = "No image: upload a photo, take one with the webcam, or paste one from the clipboard."
-
-
-def model_problem(model_dir: Path) -> str | None:
-    """Why the bundle cannot be used, or None when it looks complete (checked without loading it)."""
-    if not (model_dir / "config.json").is_file() or not (model_dir / "model.keras").is_file():
-        return (f"No model bundle at `{model_dir}` (it needs `config.json` and `model.keras`). "
-                "The shipped fruit model may not be trained yet: run `make train-fruits` and copy its `bundle/` "
-                "there, or start the demo with `--model PATH`.")
-    return None
 
 
 def payload_source(payload: Any) -> str | bytes | None:
@@ -50,10 +42,33 @@ def label_words(label: str) -> str:
     return label.replace("_", " ")
 
 
+NOT_AN_ANSWER = "Closest matches, not an answer"  # the chart's title for a photo flagged unknown
+
+
+def _known(known: int, things: str) -> str:
+    return f"{known} {things}" if known else things
+
+
 def unknown_line(p: Prediction, known: int, things: str) -> str:
-    """"This doesn't look like any of the 21 fruits I know (closest: apple, 41%)"."""
-    label, conf = p.top_k[0]
-    return f"This doesn't look like any of the {known} {things} I know (closest: {label_words(label)}, {conf:.0%})"
+    """"This doesn't look like any of the 21 fruits I know. Nearest: kiwi." No percentage: the nearest label's
+    confidence is a softmax over the known classes, so it says how that class compares with the others, not how
+    sure the model is about the photo (a milk carton got "kiwi, 100%")."""
+    return f"This doesn't look like any of the {_known(known, things)} I know. Nearest: {label_words(p.top_k[0][0])}."
+
+
+def unknown_label(label: str, known: int, things: str) -> str:
+    """An unknown answer where a label goes (the Upload tab's table and CSV): "not one of the 21 fruits I know
+    (nearest: kiwi)"."""
+    return f"not one of the {_known(known, things)} I know (nearest: {label_words(label)})"
+
+
+def chart(value: dict | None, unknown: bool, top_k: int) -> gr.Label:
+    """The page's chart of one result, as an update: the top-k under its usual title, or for a photo flagged unknown
+    the same bars titled as the closest matches, without the label in large type above them (it reads as the
+    answer). The API's endpoints return the plain values: gradio_client hands an update dict to its caller."""
+    if unknown:
+        return gr.Label(value, label=NOT_AN_ANSWER, show_heading=False)
+    return gr.Label(value, label=f"Top {top_k}", show_heading=True)
 
 
 def verdict(p: Prediction, uncertain_below: float, explained: bool = True, *, known: int = 0,
@@ -61,8 +76,9 @@ def verdict(p: Prediction, uncertain_below: float, explained: bool = True, *, kn
     """The verdict above the labels: unknown, not sure, or the label (`known` labels, called `things`)."""
     label, conf = p.top_k[0]
     if p.unknown:
-        return (f"### Not one of the {things} I know\n{unknown_line(p, known, things)}. It may be something else "
-                f"entirely; the {len(p.top_k)} nearest {things} are listed below all the same.")
+        return (f"### Not one of the {things} I know\n{unknown_line(p, known, things)}\n\nIt may be something else "
+                f"entirely. The chart lists the {len(p.top_k)} nearest {things} all the same: they are not answers, "
+                f"and their bars only compare those {things} with each other.")
     if conf < uncertain_below:
         others = ", ".join(f"*{name}* {c:.0%}" for name, c in p.top_k[1:3])
         return (f"### Not sure\nThe best guess is **{label}**, but only at {conf:.0%} (below {uncertain_below:.0%}). "
@@ -82,9 +98,10 @@ def example_paths() -> list[str]:
 
 
 class ClassifyTab:
-    """The tab's handlers, bound to one app's explainer and settings."""
+    """The tab's handlers, bound to one app's explainer (or the served model, switchable) and settings. `known`:
+    the number of classes the verdict names, or a function giving the served bundle's."""
 
-    def __init__(self, explainer: Explainer, settings: Settings, known: int):
+    def __init__(self, explainer: Explainer | ServedModel, settings: Settings, known: int | Callable[[], int]):
         self.explainer, self.settings, self.known = explainer, settings, known
 
     def shown(self, p: Prediction, explained: bool) -> tuple[dict | None, Any, str]:
@@ -92,19 +109,28 @@ class ClassifyTab:
         unusable image gets the core's ImageError text as its verdict."""
         if not p.ok:
             return None, None, f"**Cannot use this image:** {p.error}"
-        text = verdict(p, self.settings.demo_uncertain_below, explained, known=self.known,
+        known = self.known() if callable(self.known) else self.known
+        text = verdict(p, self.settings.demo_uncertain_below, explained, known=known,
                        things=self.settings.demo_things)
         return dict(p.top_k), p.heatmap, text
 
-    def classify(self, images: list, required: bool, explain: bool = True) -> tuple[list, list, list]:
+    def classify(self, images: list, required: bool, explain: bool = True, page: bool = False
+                 ) -> tuple[list, list, list]:
+        """(labels, heatmaps, verdicts) per image; `page`: the labels as chart updates (see `chart`)."""
         sources = [payload_source(p) for p in images]
         try:
             found = iter(self.explainer.predict([s for s in sources if s is not None], self.settings.top_k, explain))
         except FileNotFoundError as exc:  # no model: every request fails the same way
             raise gr.Error(model_problem(self.explainer.model_dir) or str(exc), print_exception=False) from exc
-        rows = [self.shown(next(found), explain) if s is not None
-                else (None, None, f"**{NO_IMAGE}**" if required else "") for s in sources]
-        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+        rows, unknown = [], []
+        for s in sources:
+            p = next(found) if s is not None else None
+            rows.append(self.shown(p, explain) if p else (None, None, f"**{NO_IMAGE}**" if required else ""))
+            unknown.append(bool(p and p.ok and p.unknown))
+        labels = [r[0] for r in rows]
+        if page:
+            labels = [chart(value, flag, self.settings.top_k) for value, flag in zip(labels, unknown, strict=True)]
+        return labels, [r[1] for r in rows], [r[2] for r in rows]
 
     def predict(self, images: list) -> tuple[list, list]:
         """The top-k and the verdict, without drawing a heatmap (API only)."""
@@ -120,7 +146,7 @@ def classify_tab(tab: ClassifyTab, max_batch_size: int) -> None:
             button = gr.Button("Classify", variant="primary")
         with gr.Column():
             verdict_box = gr.Markdown(elem_id="verdict")
-            labels = gr.Label(label="Top 5", num_top_classes=tab.settings.top_k, elem_id="labels")
+            labels = gr.Label(label=f"Top {tab.settings.top_k}", num_top_classes=tab.settings.top_k, elem_id="labels")
             heatmap = gr.Image(label="Grad-CAM: where the model looked", format="jpeg", interactive=False, height=300)
     paths = example_paths()
     if paths:
@@ -130,9 +156,13 @@ def classify_tab(tab: ClassifyTab, max_batch_size: int) -> None:
     common = dict(inputs=image, batch=True, max_batch_size=max_batch_size, preprocess=False,
                   concurrency_id="model", concurrency_limit=1)
     outputs = [labels, heatmap, verdict_box]
-    button.click(lambda images: tab.classify(images, required=True), outputs=outputs, api_name="classify", **common)
+    # The page's events retitle the chart for a photo flagged unknown; /classify (API only) gives the same values
+    # plainly, as the button did before.
+    button.click(lambda images: tab.classify(images, required=True, page=True), outputs=outputs,
+                 api_visibility="private", **common)
+    gr.on([], lambda images: tab.classify(images, required=True), outputs=outputs, api_name="classify", **common)
     # Picking an example, a webcam shot or a pasted image classifies at once; clearing the image just clears.
-    image.change(lambda images: tab.classify(images, required=False), outputs=outputs, api_visibility="private",
-                 **common)
+    image.change(lambda images: tab.classify(images, required=False, page=True), outputs=outputs,
+                 api_visibility="private", **common)
     # API only (no trigger on the page): the top-k and the verdict, without drawing and storing a heatmap.
     gr.on([], tab.predict, outputs=[labels, verdict_box], api_name="predict", **common)

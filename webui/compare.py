@@ -1,6 +1,6 @@
 """The Batch tab's Compare view: two jobs on the same images (an old model and a new one, say), side by side.
 
-`db.diff.diff_jobs` does the matching (by content hash, so a copy of the folder matches) and the counting, as for
+`db.diffs.diff_jobs` does the matching (by content hash, so a copy of the folder matches) and the counting, as for
 `python -m db.report --diff JOB_A JOB_B`; this view shows its counts, the from-to table and the changed images
 with thumbnails, and which model agrees with the reviewer more where images were reviewed.
 
@@ -55,7 +55,7 @@ class CompareView:
         confidence B, reviewed label, path A, path B]); a clear error for a missing or unknown job."""
         from sqlalchemy.exc import SQLAlchemyError
 
-        from db.diff import diff_jobs
+        from db.diffs import diff_jobs
         from db.migrate import upgraded_sessions
 
         job_a, job_b = (job_a or "").strip(), (job_b or "").strip()

@@ -2,7 +2,7 @@
 
 One image at a time, large, with the model's top-5. Keys, while the view is on screen and no text field has the
 focus: Enter accepts the model's label, 1-5 pick the k-th of the top-5, 0 or n marks "none of these / skip"; the
-dropdown picks any label of the model. Reviews are stored by `db.review_queries` (what `python -m db.review` uses),
+dropdown picks any label of the model. Reviews are stored by `db.reviews` (what `python -m db.review` uses),
 under the demo's login name, or "demo" when the demo has no login.
 
 HTTP API (no trigger on the page, so the page's own events can send more: see `review_view`):
@@ -22,9 +22,10 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from db.review_queries import NONE_OF_THESE
+from db.reviews import NONE_OF_THESE
 from model.images import ImageError, load_thumbnail
 from settings import Settings
+from webui.access import log_write
 
 REVIEW_SIDE = 720  # px, the longest side of the image shown: large enough to judge a fruit, quick to send
 ANONYMOUS = "demo"  # the reviewer's name when the demo runs without --auth
@@ -89,7 +90,7 @@ class ReviewView:
         from sqlalchemy.exc import SQLAlchemyError
 
         from db.migrate import upgraded_sessions
-        from db.review_queries import ReviewError, set_review
+        from db.reviews import ReviewError, set_review
 
         job_id = (job_id or "").strip()
         if not job_id:
@@ -109,8 +110,8 @@ class ReviewView:
 
     @staticmethod
     def _item(session: Any, job_id: str, saved: dict[str, Any] | None) -> dict[str, Any]:
-        from db.queries import find_job
-        from db.review_queries import job_labels, next_to_review, review_progress, reviewed_accuracy
+        from db.results import find_job
+        from db.reviews import job_labels, next_to_review, review_progress, reviewed_accuracy
 
         job = find_job(session, job_id)
         progress, accuracy = review_progress(session, job.id), reviewed_accuracy(session, job.id)
@@ -144,7 +145,9 @@ class ReviewView:
             raise gr.Error("No image to review: load the job's next image first.", print_exception=False)
         if not label:
             raise gr.Error(f"Pick a label (or {NONE_OF_THESE!r} for none of these).", print_exception=False)
-        return self._open(job_id, (path, None if label == NONE_OF_THESE else label, reviewer_of(request)))
+        shown = self._open(job_id, (path, None if label == NONE_OF_THESE else label, reviewer_of(request)))
+        log_write(request, "review_set", job_id=(job_id or "").strip(), file=path, label=label)  # once stored
+        return shown
 
 
 def controls(item: dict[str, Any]) -> list[Any]:

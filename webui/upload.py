@@ -29,16 +29,21 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from model.bundle import BundleConfig
 from model.explain import Explainer
 from model.images import ImageError, image_size
 from model.predict import Prediction
 from settings import Settings
 from webui.batch import thumb_tag
-from webui.classify import label_words, model_problem
+from webui.classify import label_words, model_problem, unknown_label
+from webui.served import ServedModel
 
 THUMB_SIDE = 56  # px, the thumbnails in the table
 CSV_KEPT = 20  # the newest CSV files kept on disk (Gradio serves its own copy of each)
-COLUMNS = ["file", "label", "confidence", "unknown", "unknown_score", "top_k", "error"]
+# `label`: the answer, or for a photo flagged unknown "not one of the 21 fruits I know (nearest: kiwi)"; `nearest`: the
+# closest class either way. `confidence` stays for an unknown row in the CSV (the table leaves it blank): it is the
+# softmax over the known classes, which says how the nearest compares with the others, not how sure the model is.
+COLUMNS = ["file", "label", "nearest", "confidence", "unknown", "unknown_score", "top_k", "error"]
 
 
 class UploadRefused(ValueError):
@@ -158,11 +163,13 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def result_row(item: Item, p: Prediction | None) -> dict[str, Any]:
-    """One CSV row: the file, and its label, confidence, unknown flag and top-k, or its error."""
+def result_row(item: Item, p: Prediction | None, known: int = 0, things: str = "classes") -> dict[str, Any]:
+    """One CSV row: the file, and its label (for a photo flagged unknown, that in words: none of the `known`
+    `things`), nearest class, confidence, unknown flag and top-k, or its error."""
     if p is None or not p.ok:
         return {"file": item.name, "error": item.error or (p.error if p else "")}
-    return {"file": item.name, "label": p.label, "confidence": round(p.confidence, 4),
+    label = unknown_label(p.label, known, things) if p.unknown else p.label
+    return {"file": item.name, "label": label, "nearest": p.label, "confidence": round(p.confidence, 4),
             "unknown": "" if p.unknown_score is None else str(p.unknown).lower(),
             "unknown_score": "" if p.unknown_score is None else round(p.unknown_score, 4),
             "top_k": "; ".join(f"{label} {conf:.4f}" for label, conf in p.top_k), "error": ""}
@@ -170,14 +177,15 @@ def result_row(item: Item, p: Prediction | None) -> dict[str, Any]:
 
 def table_row(row: dict[str, Any], thumb: np.ndarray | None) -> list:
     unknown = {"true": "yes", "false": "no"}.get(row.get("unknown", ""), "")
+    confidence = None if unknown == "yes" else row.get("confidence")  # no percentage beside "not one I know"
     return [thumb_tag(thumb) if thumb is not None else "", row["file"], label_words(row.get("label") or ""),
-            row.get("confidence"), unknown, row["error"]]
+            confidence, unknown, row["error"]]
 
 
 class UploadTab:
-    """The tab's handler, bound to one app's explainer (the Classify tab's) and settings."""
+    """The tab's handler, bound to one app's explainer (the Classify tab's: the served model) and settings."""
 
-    def __init__(self, explainer: Explainer, settings: Settings):
+    def __init__(self, explainer: Explainer | ServedModel, settings: Settings):
         self.explainer, self.settings = explainer, settings
         self.limits = UploadLimits.from_settings(settings)
         self.csv_dir = Path(tempfile.mkdtemp(prefix="demo-uploads-"))
@@ -201,7 +209,9 @@ class UploadTab:
             results = self.explainer.classify([items[i].source for i in chunk], self.settings.top_k, THUMB_SIDE)
             found.update(zip(chunk, results, strict=True))
             progress((len(found), len(usable)), desc="Classifying", unit="images")
-        rows = [result_row(item, found[i][0] if i in found else None) for i, item in enumerate(items)]
+        known = len(BundleConfig.read(self.explainer.model_dir).labels)
+        rows = [result_row(item, found[i][0] if i in found else None, known, self.settings.demo_things)
+                for i, item in enumerate(items)]
         table = [table_row(row, found[i][1] if i in found else None) for i, row in enumerate(rows)]
         return self.summary([found[i][0] for i in sorted(found)], len(items)), table, self.write_csv(rows)
 

@@ -1,6 +1,8 @@
-"""Batch classification on a Celery worker fleet: `celery_app` (the app), `tasks` (thin tasks),
-`pipeline` (the plain functions they call), `failsafe` (how a chunk that cannot run still ends), `submit`
-(CLI and Python API, `--resume`), `progress` (a job's progress, waiting for it), `status` (the fleet at a
+"""Batch classification on a Celery worker fleet: Celery and Redis only, over the job service (`jobs`).
+
+`celery_app` (the app), `tasks` (thin tasks), `lifecycle` (the worker's signal handlers: schema upgrade at start,
+the healer thread), `pipeline` (the plain functions a task calls), `broker` (all Redis and kombu access: the
+`jobs.broker.Broker` in use), and the command lines `submit` (submit, resume, watch), `status` (the fleet at a
 glance) and `dev` (local Redis + one worker). Importing any of them neither imports TensorFlow nor reads the
 settings. The throughput benchmark is `python -m benchmarks.batch`, outside the package.
 

@@ -25,7 +25,7 @@ def _from_settings() -> dict[str, Any]:
     }
 
 
-app = Celery("worker", include=["worker.tasks"])
+app = Celery("worker", include=["worker.tasks", "worker.lifecycle"])
 app.add_defaults(_from_settings)
 app.conf.update(
     task_acks_late=True,

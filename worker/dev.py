@@ -1,4 +1,6 @@
-"""The batch path on one machine with no external service: `python -m worker.dev [--background | --stop]`.
+"""The batch path on one machine with no external service: a local Redis if needed, the database, one worker.
+
+    python -m worker.dev [--background | --stop] [--concurrency N]
 
 Starts a local `redis-server` when no Redis answers at REDIS_URL (and the binary exists; otherwise it says
 how to get one), brings the database (SQLite under data/ by default) to the latest schema, and runs one
@@ -7,7 +9,6 @@ Celery worker: in the foreground, or with --background detached, logging to data
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -17,8 +18,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+import cli
 from settings import ROOT
-from worker.status import REDIS_HINT, broker_available
+from worker.broker import RedisBroker
 
 DATA = ROOT / "data"
 WORKER_PID = DATA / "worker.pid"
@@ -37,14 +39,14 @@ def _alive(pidfile: Path) -> int | None:
 
 def ensure_redis(redis_url: str, timeout: float = 10.0) -> bool:
     """True when Redis answers, starting a local redis-server for a localhost URL if needed."""
-    if broker_available(redis_url=redis_url):
+    broker = RedisBroker(redis_url)
+    if broker.available():
         return True
     url = urlparse(redis_url)
     binary = shutil.which("redis-server")
     if url.hostname not in ("localhost", "127.0.0.1", "::1") or binary is None:
         why = "redis-server is not installed" if binary is None else f"{url.hostname} is not this machine"
-        print(f"Redis is not reachable at {redis_url} and cannot be started here ({why}).\n{REDIS_HINT}",
-              file=sys.stderr)
+        print(f"{broker.unreachable()} (it cannot be started here: {why})", file=sys.stderr)
         return False
     REDIS_DIR.mkdir(parents=True, exist_ok=True)
     port = str(url.port or 6379)
@@ -55,7 +57,7 @@ def ensure_redis(redis_url: str, timeout: float = 10.0) -> bool:
                     "--logfile", str(REDIS_DIR / "redis.log")], check=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if broker_available(redis_url=redis_url):
+        if broker.available():
             return True
         time.sleep(0.2)
     print(f"redis-server did not come up; see {REDIS_DIR / 'redis.log'}", file=sys.stderr)
@@ -95,18 +97,22 @@ def stop() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.dev", description=__doc__.splitlines()[0])
+    from settings import get_settings
+
+    settings = get_settings()
+    parser = cli.parser("python -m worker.dev", __doc__)
     parser.add_argument("--background", action="store_true", help="detach; log to data/worker.log")
     parser.add_argument("--stop", action="store_true", help="stop the background worker (and a Redis it started)")
-    parser.add_argument("--concurrency", type=int, default=1, help="worker processes (each loads the model)")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="worker processes (each loads the model; default 1)")
     args = parser.parse_args(argv)
     if args.stop:
         return stop()
 
     from db.migrate import upgrade
-    from settings import get_settings
 
-    settings = get_settings()
+    # The worker it starts reads REDIS_URL and DATABASE_URL from the environment (the settings), as compose's
+    # workers do: no --redis-url/--database-url here, which only this process would see.
     if not ensure_redis(settings.redis_url):
         return 1
     upgrade(settings.database_url)

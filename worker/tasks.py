@@ -1,8 +1,8 @@
 """Thin Celery tasks: unpack arguments, get this process's classifier, call `worker.pipeline`.
 
 Everything a task needs beyond Celery is imported inside it; what records a chunk that cannot run
-(`worker.failsafe`) is imported here, at the top, so it is loaded before the first task and does not depend on
-what may be broken.
+(`jobs.failure`, and the broker's note of the error) is imported here, at the top, so it is loaded before the first
+task and does not depend on what may be broken. The worker's signal handlers are `worker.lifecycle`.
 
 The classifier is loaded on the first task a child process runs, never in the parent before the fork
 (TensorFlow is not fork-safe) and never in `worker_process_init` (Celery kills a child that blocks there
@@ -18,10 +18,11 @@ import threading
 
 import redis.exceptions
 import sqlalchemy.exc
-from celery import Task, signals
+from celery import Task
 
+from jobs.failure import record_chunk_failure, worker_name
 from settings import get_settings
-from worker import failsafe
+from worker.broker import CLASSIFY_CHUNK, RedisBroker
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -76,51 +77,16 @@ class ClassifierTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         """Out of retries or a permanent error: the chunk's images get error rows, so the job can end."""
-        if self.name != classify_chunk.name:
+        if self.name != CLASSIFY_CHUNK:
             return
         job_id, items = (list(args) + [kwargs.get("job_id"), kwargs.get("items")])[:2]
         settings = get_settings()
         error = f"worker failed: {type(exc).__name__}: {exc}"
-        failsafe.note_worker_error(redis_url=settings.redis_url, job_id=job_id, error=error)
+        RedisBroker(settings.redis_url).note_error(error, worker=worker_name(), job_id=job_id)
         try:
-            failsafe.record_chunk_failure(database_url=settings.database_url, job_id=job_id, items=items or [],
-                                          error=error)
+            record_chunk_failure(database_url=settings.database_url, job_id=job_id, items=items or [], error=error)
         except Exception:  # noqa: BLE001 - the database itself is down: Redis and the log have the reason
             log.exception("could not record the failure of job %s's chunk", job_id)
-
-
-@signals.worker_init.connect
-def _upgrade_database(**_kw) -> None:
-    # The worker's entry point: bring its database to the latest schema once, in the main process before the
-    # pool forks. A database still unreachable here is not fatal: each task retries it (TRANSIENT_ERRORS).
-    try:
-        from db.migrate import upgrade
-
-        upgrade(get_settings().database_url)
-    except Exception as exc:  # noqa: BLE001 - logged; the tasks report what still fails
-        log.warning("could not bring the database to the latest schema at start: %s: %s", type(exc).__name__, exc)
-
-
-_healers: list = []
-
-
-@signals.worker_ready.connect
-def _start_healer(sender=None, **_kw) -> None:
-    # In the worker's main process, once it consumes: the fleet heals stalled jobs without a process of its own.
-    from worker.heal import Healer
-
-    settings = get_settings()
-    queues = list(sender.app.amqp.queues.consume_from) if sender is not None else []
-    _healers.append(Healer(database_url=settings.database_url, redis_url=settings.redis_url,
-                           queues=queues or [app.conf.task_default_queue], heal_after_s=settings.heal_after_s,
-                           interval_s=settings.heal_check_s, max_heals=settings.heal_max,
-                           chunk_size=settings.chunk_size).start())
-
-
-@signals.worker_shutdown.connect
-def _stop_healer(**_kw) -> None:
-    while _healers:
-        _healers.pop().stop()
 
 
 def retry_delay(retries: int, max_s: float) -> float:
@@ -128,14 +94,7 @@ def retry_delay(retries: int, max_s: float) -> float:
     return min(2.0 ** (retries + 1), max_s) * random.uniform(0.5, 1.0)
 
 
-@signals.task_unknown.connect
-def _note_unknown_task(name: str | None = None, **_kw) -> None:
-    # Celery drops a message naming a task this worker does not have: its job would otherwise wait silently.
-    failsafe.note_worker_error(redis_url=get_settings().redis_url,
-                               error=f"unknown task {name!r} dropped: this worker runs other code than the submitter")
-
-
-@app.task(bind=True, base=ClassifierTask, name="worker.classify_chunk", max_retries=None)
+@app.task(bind=True, base=ClassifierTask, name=CLASSIFY_CHUNK, max_retries=None)
 def classify_chunk(self: ClassifierTask, job_id: str, items: list[list[str | None]], model_dir: str) -> int:
     """Classify one chunk of a job: `items` are [path, sha256] pairs; returns the number of rows.
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from db.diff import ERROR_LABEL, diff_jobs
-from db.review_queries import set_review
+from db.diffs import ERROR_LABEL, diff_jobs
+from db.reviews import set_review
 from tests.helpers.databases import add_job, row
 
 # name: (sha256, label from model A, label from model B); None hash: an unreadable file (an error row).
@@ -102,7 +102,7 @@ def test_error_rows_show_in_the_table(sessions):
                                 "text": "no reviewed labels on these images"}
 
 
-def test_report_diff_cli(jobs, database_url, capsys):
+def test_report_diff_cli(jobs, database_url, fails):
     from db.report import main
 
     url = database_url
@@ -130,5 +130,4 @@ def test_report_diff_cli(jobs, database_url, capsys):
     data = json.loads(out.getvalue())
     assert data["changed"] == 5 and data["reviewer"]["better"] == "b"
 
-    assert main(["--diff", "joba", "zzz", "--database-url", url], out=io.StringIO()) == 2
-    assert "no job with id 'zzz'" in capsys.readouterr().err
+    assert "no job with id 'zzz'" in fails(main, ["--diff", "joba", "zzz", "--database-url", url])

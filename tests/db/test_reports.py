@@ -74,7 +74,7 @@ def test_reusable_results_only_successes_of_same_version(sessions):
 
 
 def test_reports(sessions):
-    from db.queries import find_job, job_predictions, job_summary, list_jobs
+    from db.results import find_job, job_predictions, job_summary, list_jobs
 
     with sessions() as session, session.begin():
         _job(session)
@@ -102,7 +102,7 @@ def test_reports(sessions):
         assert rows[1]["top_k"] == [["banana", 0.3], ["apple", 0.7]]
 
 
-def test_report_cli_formats(sessions, database_url):
+def test_report_cli_formats(sessions, database_url, fails):
     from db.report import main
 
     url = database_url
@@ -129,4 +129,5 @@ def test_report_cli_formats(sessions, database_url):
     out = io.StringIO()
     assert main(["--list", "--format", "json", "--database-url", url], out=out) == 0
     assert json.loads(out.getvalue())[0]["job_id"] == "job1"
-    assert main(["missing", "--database-url", url], out=io.StringIO()) == 2
+    assert fails(main, ["missing", "--database-url", url]) == (
+        "error: no job with id 'missing' (python -m db.report --list shows the jobs)\n")

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from db.models import Review
-from db.review_queries import (
+from db.reviews import (
     NONE_OF_THESE,
     ReviewError,
     next_to_review,
@@ -160,7 +160,7 @@ def test_bad_reviews_are_refused_and_write_nothing(sessions):
     assert _count_reviews(sessions) == 0
 
 
-def test_review_cli(sessions, database_url, capsys):
+def test_review_cli(sessions, database_url, fails):
     from db.review import main
 
     url = database_url
@@ -180,13 +180,11 @@ def test_review_cli(sessions, database_url, capsys):
     assert main(["job1", "--skip", "/f/d.jpg", "--database-url", url], out=out) == 0  # reviewer: the OS user
     assert f"none of these (corrects the model's cherry at 0.420), by {getpass.getuser()}" in out.getvalue()
 
-    capsys.readouterr()
-    assert main(["job1", "--set", "/f/c.jpg", "Apple", "--database-url", url], out=io.StringIO()) == 2
-    assert "'Apple' is not a label of model v-old; choose one of: apple, banana, cherry" in capsys.readouterr().err
-    assert main(["job1", "--set", "/nope.jpg", "apple", "--database-url", url], out=io.StringIO()) == 2
-    assert "no image '/nope.jpg' in job job1" in capsys.readouterr().err
-    assert main(["nojob", "--database-url", url], out=io.StringIO()) == 2
-    assert "no job with id 'nojob'" in capsys.readouterr().err
+    assert "'Apple' is not a label of model v-old; choose one of: apple, banana, cherry" in fails(
+        main, ["job1", "--set", "/f/c.jpg", "Apple", "--database-url", url])
+    assert "no image '/nope.jpg' in job job1" in fails(main, ["job1", "--set", "/nope.jpg", "apple",
+                                                             "--database-url", url])
+    assert "no job with id 'nojob'" in fails(main, ["nojob", "--database-url", url])
     with pytest.raises(SystemExit) as exc:
         main(["job1", "--set", "/f/c.jpg", "apple", "--skip", "/f/c.jpg", "--database-url", url])
     assert exc.value.code == 2

@@ -1,6 +1,6 @@
 """Images flagged unknown on the batch path (issue 20), on SQLite and PostgreSQL: migration 0004 up, down and up
 again, the job summary and reports (`db.report --unknown/--known`), the review queue's order, and content-hash
-reuse carrying the flag (through `worker.submit`'s own reuse, no broker)."""
+reuse carrying the flag (through `jobs.submit`'s own reuse, no broker)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from db import crud
-from db.review_queries import next_to_review, set_review, to_review
+from db.reviews import next_to_review, set_review, to_review
 from tests.helpers.databases import add_job, alembic_command, row, url_of
 
 # Two images the model flagged unknown (their label is only the closest class), three it recognised, one error.
@@ -104,7 +104,7 @@ def test_migration_0004_up_down_up(empty_database_url):
 
 
 def test_summary_counts_unknown_apart_from_labels(sessions):
-    from db.queries import job_summary, list_jobs
+    from db.results import job_summary, list_jobs
 
     add_job(sessions, "job1", ROWS)
     add_job(sessions, "job2", ROWS[2:])  # nothing flagged
@@ -201,13 +201,13 @@ def test_reused_rows_carry_the_flag(sessions):
 
 
 def test_resubmitted_folder_reuses_the_flag(sessions, tmp_path, good_images, shipped_bundle):
-    """`worker.submit` on files already classified: every row reused, flags and scores as the first job had them."""
+    """`jobs.submit` on files already classified: every row reused, flags and scores as the first job had them."""
     from sqlalchemy import select
 
     from db.content_hash import hash_files
     from db.models import Job, Prediction
+    from jobs.submit import submit_folder
     from model.bundle import BundleConfig
-    from worker.submit import submit_folder
 
     images = good_images(3, "again")
     version = BundleConfig.read(shipped_bundle).model_version
@@ -215,8 +215,13 @@ def test_resubmitted_folder_reuses_the_flag(sessions, tmp_path, good_images, shi
              for i, (p, h) in enumerate(zip(images, hash_files(images), strict=True))]
     add_job(sessions, "first", first, version=version)
     sent = []
+
+    class Recording:  # a broker that keeps what it is asked to send
+        def send_chunks(self, *args, **_kw) -> None:
+            sent.append(args)
+
     job_id = submit_folder(tmp_path / "again", model_dir=shipped_bundle, database_url=url_of(sessions),
-                           check_broker=False, send=lambda *args: sent.append(args))
+                           broker=Recording(), chunk_size=64, check_broker=False)
     assert sent == []  # nothing left to compute
     with sessions() as session:
         rows = session.scalars(select(Prediction).where(Prediction.job_id == job_id)).all()
@@ -227,8 +232,8 @@ def test_resubmitted_folder_reuses_the_flag(sessions, tmp_path, good_images, shi
 
 
 def test_submit_summary_and_fleet_status_count_unknown(sessions):
-    from worker.progress import print_summary
-    from worker.status import running_jobs, status_line
+    from jobs.fleet import running_jobs, status_line
+    from jobs.progress import print_summary
 
     add_job(sessions, "job1", ROWS)
     out = io.StringIO()

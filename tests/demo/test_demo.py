@@ -61,10 +61,28 @@ def test_verdict_says_not_sure_below_the_threshold():
 def test_verdict_says_unknown_in_words_a_visitor_understands():
     p = Prediction([("red_grapefruit", 0.41), ("apple", 0.3)], unknown=True, unknown_score=7.5)
     text = classify.verdict(p, 0.5, known=21, things="fruits")
-    assert "This doesn't look like any of the 21 fruits I know (closest: red grapefruit, 41%)" in text
+    assert "This doesn't look like any of the 21 fruits I know. Nearest: red grapefruit." in text
     assert "Not sure" not in text  # unknown wins over a low confidence: it says more
     sure = Prediction([("apple", 0.95)], unknown=True, unknown_score=9.0)  # a confident answer can be unknown too
-    assert "closest: apple, 95%" in classify.verdict(sure, 0.5, known=3, things="fruits")
+    text = classify.verdict(sure, 0.5, known=3, things="fruits")
+    # No percentage anywhere: the softmax over the known classes is not how sure the model is about the photo.
+    assert "Nearest: apple." in text and "not answers" in text and "%" not in text and "95" not in text
+    unknown, known = classify.chart({"apple": 0.95}, True, 5), classify.chart({"apple": 0.95}, False, 5)
+    assert (unknown.label, unknown.show_heading) == (classify.NOT_AN_ANSWER, False)  # no big "apple" on top
+    assert (known.label, known.show_heading) == ("Top 5", True)
+
+
+def test_upload_rows_say_unknown_in_words_and_keep_the_confidence_in_the_csv():
+    from webui.upload import COLUMNS, Item, result_row, table_row
+
+    p = Prediction([("kiwi", 0.998), ("apple", 0.001)], unknown=True, unknown_score=7.5)
+    row = result_row(Item("milk.jpg", "milk.jpg"), p, 21, "fruits")
+    assert row["label"] == "not one of the 21 fruits I know (nearest: kiwi)" and row["nearest"] == "kiwi"
+    assert row["confidence"] == 0.998 and row["unknown"] == "true" and set(row) <= set(COLUMNS)
+    assert table_row(row, None)[2:5] == ["not one of the 21 fruits I know (nearest: kiwi)", None, "yes"]
+    sure = result_row(Item("k.jpg", "k.jpg"), Prediction([("red_grapefruit", 0.9)], unknown_score=0.1), 21, "fruits")
+    assert (sure["label"], sure["nearest"]) == ("red_grapefruit", "red_grapefruit")
+    assert table_row(sure, None)[2:5] == ["red grapefruit", 0.9, "no"]
 
 
 def test_model_card_and_missing_bundle(tmp_path, shipped_bundle):
@@ -87,13 +105,3 @@ def test_examples_ship_with_their_license():
     assert (demo.EXAMPLES_DIR / "NOTICE.md").is_file()
     assert len({os.path.basename(os.path.dirname(p)) for p in paths[:21]}) == 21  # first page: every class
 
-
-def test_the_repository_is_a_space_as_it_stands():
-    """What `make space-check` checks before it installs anything: the README's front matter names the pinned
-    Gradio, Python 3.11 and demo.py, and model.keras is the real file (not a Git LFS pointer)."""
-    from benchmarks import space_check
-    from settings import ROOT
-
-    space_check.check_front_matter(ROOT)
-    pushed = space_check.pushed_files()
-    assert {"demo.py", "requirements.txt", "webui/upload.py", "model/fruits-densenet121/model.keras"} <= set(pushed)

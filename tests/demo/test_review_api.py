@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from db.models import Review
-from db.review_queries import NONE_OF_THESE, set_review
+from db.reviews import NONE_OF_THESE, set_review
 from tests.demo.reviewapp import add_photo_job, real_files, start_demo
 from tests.helpers.databases import migrated_sessions, url_of
 

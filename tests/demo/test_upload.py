@@ -217,8 +217,9 @@ def honest_demo(honest_bundle):
 
 def test_the_demo_says_when_a_photo_is_not_one_it_knows(honest_demo, honest_bundle, tmp_path):
     """Through gradio_client on the honest bundle: a stripe pattern gets "This doesn't look like any of the 3 fruits
-    I know (closest: LABEL, NN%)" with the core's closest label and confidence, and the top-k all the same; a
-    photo like the training images does not; the Upload tab flags the same files."""
+    I know. Nearest: LABEL." with the core's closest label and no percentage, and the top-k all the same; a photo
+    like the training images does not; the Upload tab flags the same files, in words, and its CSV keeps the
+    confidence."""
     from gradio_client import Client, handle_file
 
     from model.predict import load_classifier
@@ -230,18 +231,21 @@ def test_the_demo_says_when_a_photo_is_not_one_it_knows(honest_demo, honest_bund
     client = Client(honest_demo.local_url, verbose=False, download_files=False)
     label, heatmap, verdict = client.predict(handle_file(str(odd)), api_name="/classify")
     closest, conf = core[0].top_k[0]
-    assert f"This doesn't look like any of the 3 fruits I know (closest: {closest}, {conf:.0%})" in verdict
+    assert f"This doesn't look like any of the 3 fruits I know. Nearest: {closest}." in verdict and "%" not in verdict
     assert len(label["confidences"]) == len(TINY_LABELS) and label["label"] == closest and heatmap is not None
     for api in ("/classify", "/predict"):
         *_, verdict = client.predict(handle_file(str(known)), api_name=api)
         assert "doesn't look like" not in verdict and core[1].label in verdict, api
     label, verdict = client.predict(handle_file(str(odd)), api_name="/predict")
-    assert "This doesn't look like any of the 3 fruits I know" in verdict
+    assert "This doesn't look like any of the 3 fruits I know" in verdict and "%" not in verdict
 
     summary, table, csv_file = client.predict([handle_file(str(odd)), handle_file(str(known))],
                                               api_name="/classify_upload")
     assert [r[4] for r in table["data"]] == ["yes", "no"]
+    assert table["data"][0][2:4] == [f"not one of the 3 fruits I know (nearest: {closest})", None]
     assert "1 do not look like any of the fruits I know" in summary
     rows = _csv_rows(honest_demo, csv_file)
     assert [r["unknown"] for r in rows] == ["true", "false"]
+    assert (rows[0]["label"], rows[0]["nearest"]) == (f"not one of the 3 fruits I know (nearest: {closest})", closest)
+    assert float(rows[0]["confidence"]) == pytest.approx(conf, abs=1e-4)  # kept in the CSV, for those who want it
     assert float(rows[0]["unknown_score"]) == pytest.approx(core[0].unknown_score, rel=1e-4)

@@ -13,15 +13,16 @@ from tests.helpers.images import write_good_images, write_unknown_images
 PLANTED_TEMPERATURE = 2.0
 
 
-def make_honest_bundle(tiny_bundle: Path, out: Path, scratch: Path) -> Path:
+def make_honest_bundle(tiny_bundle: Path, out: Path, scratch: Path, clf=None) -> Path:
     """Statistics fitted on 48 noisy plain colours (labels: the untrained net's own top-1); the threshold halfway
-    (geometrically) between the highest score of 24 other plain colours and the lowest of the stripe patterns."""
+    (geometrically) between the highest score of 24 other plain colours and the lowest of the stripe patterns.
+    `clf`: the tiny bundle already loaded on TensorFlow (the copy has the same weights), to save a load and trace."""
     from model.predict import load_classifier
     from model.unknown import fit_unknown
     from train.calibrate import Honesty, bundle_outputs, write_honesty
 
     shutil.copytree(tiny_bundle, out)
-    clf = load_classifier(out, runtime="tf")
+    clf = clf or load_classifier(out, runtime="tf")
     logits, features, _ = bundle_outputs(clf, write_good_images(scratch / "known", 48, seed=5000))
     labels = logits.argmax(1)
     detector = fit_unknown(features, labels, len(clf.labels), shrinkage=0.5)

@@ -1,7 +1,8 @@
 """Processes the tests start: `celery worker`s, a private `redis-server` and PostgreSQL, Chromium; free ports.
 
 Workers are started with the environment's `celery` console script, as the README and docker-compose start them.
-The port and Chromium helpers live in benchmarks/common.py, which the demo benchmarks share without importing tests.
+The tests import nothing from benchmarks/ (nor the benchmarks from tests/): benchmarks/common.py has its own
+free_port and Chromium flags.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import CHROMIUM, CHROMIUM_ARGS, free_port
 from tests.helpers import ROOT
 
 __all__ = ["CELERY", "CHROMIUM", "CHROMIUM_ARGS", "TEST_REDIS_URL", "PrivateRedis", "WorkerProcess",
@@ -24,6 +25,18 @@ __all__ = ["CELERY", "CHROMIUM", "CHROMIUM_ARGS", "TEST_REDIS_URL", "PrivateRedi
 CELERY = str(Path(sys.executable).with_name("celery"))  # the console script, not `python -m celery`
 # Redis database 14 by default: tests flush only that one, never the database a developer's worker uses.
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/services.sh installs it), driven by Playwright
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    """A TCP port nothing on 127.0.0.1 listens on now (the OS picks it; a server started next takes it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def compose_worker_command() -> list[str]:
     """docker-compose's `worker` command (the README's), with `celery` resolved to this environment's script."""
     import yaml
@@ -87,8 +100,8 @@ class WorkerProcess:
 
 
 def wait_job(job_id: str, database_url: str, timeout: float = 120.0, workers: Sequence[WorkerProcess] = ()) -> dict:
-    """`worker.progress.wait_for_job`, failing fast when one of `workers` dies and with their logs on a timeout."""
-    from worker.progress import wait_for_job
+    """`jobs.progress.wait_for_job`, failing fast when one of `workers` dies and with their logs on a timeout."""
+    from jobs.progress import wait_for_job
 
     def alive(progress: dict) -> None:
         for w in workers:
@@ -128,12 +141,12 @@ class PrivateRedis:
         return redis.Redis.from_url(self.url(db))
 
     def start(self, timeout: float = 20.0) -> None:
-        from worker.status import broker_available
+        from worker.broker import RedisBroker
 
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while not broker_available(timeout=0.5, redis_url=self.url()):
+        while not RedisBroker(self.url()).available(timeout=0.5):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()[-2000:]}")
             time.sleep(0.1)

@@ -6,14 +6,20 @@ import numpy as np
 import pytest
 
 from model.gradcam import GradCAM, class_weights, feature_maps, heatmaps, overlay
+from tests.model.conftest import count_conversions
+
+
+@pytest.fixture(scope="module")
+def tf_cam(tiny_classifier):
+    """Grad-CAM of the tiny network on TensorFlow (its trace costs seconds: both slow tests share it)."""
+    return GradCAM(tiny_classifier.model)
 
 
 @pytest.mark.slow
-def test_cam_probabilities_and_heatmaps(tiny_classifier):
+def test_cam_probabilities_and_heatmaps(tiny_classifier, tf_cam):
     rng = np.random.default_rng(0)
     batch = rng.uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
-    cam = GradCAM(tiny_classifier.model)
-    features, probs = cam(batch)
+    features, probs = tf_cam(batch)
     np.testing.assert_allclose(probs, tiny_classifier.forward(batch), atol=1e-6)
     np.testing.assert_allclose(features, np.asarray(feature_maps(tiny_classifier.model, batch)), atol=1e-5)
     w = class_weights(tiny_classifier.model)
@@ -61,18 +67,22 @@ def test_overlay_blends_the_colormap_where_the_map_is():
 
 
 @pytest.mark.slow
-def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, tmp_path, monkeypatch):
+def test_cam_on_onnx_runtime_matches_tensorflow_and_is_cached(tiny_classifier, tf_cam, onnx_tiny, tmp_path,
+                                                              monkeypatch):
     from model.network import SERVING_VARIANT
     from model.onnx_cache import onnx_file_name
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))  # the shared cache folder: never ~/.cache
+    # The converter hands back the session's real conversion of the tiny serving network: the cache still checks
+    # it against TensorFlow before keeping it, and a conversion of any other network would be a second call.
+    calls = count_conversions(monkeypatch, onnx_tiny[1].read_bytes())
     batch = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     version = tiny_classifier.model_version
-    on_tf = GradCAM(tiny_classifier.model)
+    on_tf = tf_cam
     on_onnx = GradCAM(tiny_classifier.model, model_version=version, runtime="onnx", cache_dir=tmp_path)
     assert (on_tf.runtime, on_onnx.runtime) == ("tf", "onnx")
     # The serving network's conversion: the one the classifier itself uses, so a process holds one session.
-    assert (tmp_path / onnx_file_name(version, 32, SERVING_VARIANT)).is_file()
+    assert calls == [1] and (tmp_path / onnx_file_name(version, 32, SERVING_VARIANT)).is_file()
     assert not (tmp_path / onnx_file_name(version, 32, "cam")).exists()
     (f_tf, p_tf), (f_onnx, p_onnx) = on_tf(batch), on_onnx(batch)
     np.testing.assert_allclose(p_onnx, p_tf, atol=1e-5)

@@ -48,10 +48,23 @@ def test_auroc_counts_ties_half():
     assert auroc(np.zeros(3), np.zeros(3)) == pytest.approx(0.5)
 
 
-def test_honest_bundle_calibrates_and_flags_planted_unknowns(honest_bundle, tiny_bundle, good_images, tmp_path):
+@pytest.fixture(scope="module")
+def plain(tiny_bundle, tiny_classifier):
+    """The tiny bundle on TensorFlow: the session's classifier when it runs there (each load and trace costs
+    seconds)."""
     from model.predict import load_classifier
 
-    plain, honest = load_classifier(tiny_bundle, runtime="tf"), load_classifier(honest_bundle, runtime="tf")
+    return tiny_classifier if tiny_classifier.runtime == "tf" else load_classifier(tiny_bundle, runtime="tf")
+
+
+@pytest.fixture(scope="module")
+def honest(honest_bundle):
+    from model.predict import load_classifier
+
+    return load_classifier(honest_bundle, runtime="tf")
+
+
+def test_honest_bundle_calibrates_and_flags_planted_unknowns(plain, honest, good_images, tmp_path):
     assert honest.temperature == PLANTED_TEMPERATURE and honest.unknown is not None
     assert honest.model_version != plain.model_version  # other answers, other version: no result reused across
     known = good_images(12, seed=9000)
@@ -67,18 +80,16 @@ def test_honest_bundle_calibrates_and_flags_planted_unknowns(honest_bundle, tiny
     assert auroc(np.array(scores[:12]), np.array(scores[12:])) == 1.0
 
 
-def test_bundle_without_statistics_loads_with_plain_softmax(tiny_bundle, good_images):
+def test_bundle_without_statistics_loads_with_plain_softmax(tiny_bundle, plain, good_images):
     from model.card import card_markdown
-    from model.predict import load_classifier
 
     assert not (tiny_bundle / UNKNOWN_FILE).exists()
-    clf = load_classifier(tiny_bundle, runtime="tf")
-    p = clf.predict(good_images(2))[0]
-    assert (clf.temperature, clf.unknown, p.unknown, p.unknown_score) == (1.0, None, False, None)
+    p = plain.predict(good_images(2))[0]
+    assert (plain.temperature, plain.unknown, p.unknown, p.unknown_score) == (1.0, None, False, None)
     assert "plain softmax (not calibrated); no unknown flag" in card_markdown(tiny_bundle)
 
 
-def test_flip_tta_round_trips_and_demo_worker_and_evaluate_agree(honest_bundle, good_images, tmp_path):
+def test_flip_tta_round_trips_and_demo_worker_and_evaluate_agree(honest_bundle, honest, good_images, tmp_path):
     from model.bundle import BundleConfig
     from model.explain import Explainer
     from model.predict import load_classifier
@@ -90,11 +101,11 @@ def test_flip_tta_round_trips_and_demo_worker_and_evaluate_agree(honest_bundle, 
     config = json.loads((bundle / "config.json").read_text())
     (bundle / "config.json").write_text(json.dumps({**config, "tta": "flip"}))
     assert BundleConfig.read(bundle).tta == "flip"
-    flip, plain = load_classifier(bundle, runtime="tf"), load_classifier(honest_bundle, runtime="tf")
+    flip = load_classifier(bundle, runtime="tf")
     photo = good_images(1, seed=77)[0]
-    batch, _ = plain.preprocess([photo])
+    batch, _ = honest.preprocess([photo])  # the same bundle without TTA: each view's logits on their own
     mirror = np.ascontiguousarray(batch[:, :, ::-1])
-    want = softmax((plain.forward_outputs(batch).logits + plain.forward_outputs(mirror).logits) / 2,
+    want = softmax((honest.forward_outputs(batch).logits + honest.forward_outputs(mirror).logits) / 2,
                    PLANTED_TEMPERATURE)[0]
     demo = Explainer(bundle, runtime="tf").predict([photo])[0]
     worker = classify_items(flip, [(str(photo), None)])[0]

@@ -18,14 +18,68 @@ def _save(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
+# A known picture: four flat 20x20 quadrants (top-left, top-right, bottom-left, bottom-right), 40x40 in all.
+QUADRANTS = [(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 60, 220)]
+
+
+def _quadrants(values: list) -> np.ndarray:
+    top = np.concatenate([np.full((20, 20, *np.shape(v)), v) for v in values[:2]], axis=1)
+    bottom = np.concatenate([np.full((20, 20, *np.shape(v)), v) for v in values[2:]], axis=1)
+    return np.concatenate([top, bottom], axis=0)
+
+
+def _luma(rgb: tuple[int, int, int]) -> int:
+    """ITU-R 601 luma, what a greyscale file of that colour holds."""
+    return round((299 * rgb[0] + 587 * rgb[1] + 114 * rgb[2]) / 1000)
+
+
+def _known_picture(mode: str) -> tuple[Image.Image, list[tuple[int, int, int]]]:
+    """The picture in `mode`, and the RGB each quadrant must come back as."""
+    rgb = Image.fromarray(_quadrants(QUADRANTS).astype(np.uint8))
+    greys = [_luma(c) for c in QUADRANTS]
+    if mode == "P":
+        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=4), QUADRANTS
+    if mode in ("RGBA", "CMYK"):
+        return rgb.convert(mode), QUADRANTS  # RGBA opaque
+    if mode in ("L", "LA"):
+        return rgb.convert(mode), [(g, g, g) for g in greys]
+    if mode == "1":  # black and white only: any other colour would be dithered
+        return Image.fromarray(_quadrants([0, 255, 255, 0]).astype(np.uint8)).convert("1"), \
+            [(0, 0, 0), (255, 255, 255), (255, 255, 255), (0, 0, 0)]
+    assert mode == "I;16"  # 16-bit grey: its range is stretched onto 0..255
+    raw = Image.fromarray(_quadrants([0, 1000, 3000, 4000]).astype(np.uint16))
+    return raw, [(v, v, v) for v in (0, 64, 191, 255)]
+
+
 @pytest.mark.parametrize(
     "mode,fmt",
     [("P", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("1", "BMP")],
 )
-def test_any_mode_becomes_rgb_uint8(mode, fmt):
-    img = Image.fromarray(random_rgb(1, (20, 10))).convert(mode)
-    arr = load_image(_save(img, fmt), size=16)
+def test_any_mode_becomes_the_same_rgb_picture(mode, fmt):
+    img, expected = _known_picture(mode)
+    assert img.mode == mode
+    arr = load_image(_save(img, fmt, **({"quality": 95} if fmt == "JPEG" else {})), size=16)
     assert arr.shape == (16, 16, 3) and arr.dtype == np.uint8
+    # Each quadrant's inside (away from the edges a bilinear resize blends), in its place: not a crop, not a flip.
+    tolerance = 6 if fmt == "JPEG" else 1
+    for (rows, cols), colour in zip([(slice(1, 7), slice(1, 7)), (slice(1, 7), slice(9, 15)),
+                                     (slice(9, 15), slice(1, 7)), (slice(9, 15), slice(9, 15))], expected,
+                                    strict=True):
+        got = arr[rows, cols].reshape(-1, 3)
+        assert np.abs(got.astype(int) - colour).max() <= tolerance, (mode, colour, got.min(0), got.max(0))
+
+
+def test_a_big_jpeg_at_model_size_is_the_same_picture(tmp_path):
+    """A 1600x1600 JPEG may be decoded at reduced scale for a 64 px model input: the picture must survive."""
+    big = np.kron(_quadrants(QUADRANTS), np.ones((40, 40, 1))).astype(np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.jpg", quality=90)
+    arr = load_image(tmp_path / "big.jpg", size=64)
+    assert arr.shape == (64, 64, 3)
+    for (rows, cols), colour in zip([(slice(4, 28), slice(4, 28)), (slice(4, 28), slice(36, 60)),
+                                     (slice(36, 60), slice(4, 28)), (slice(36, 60), slice(36, 60))], QUADRANTS,
+                                    strict=True):
+        got = arr[rows, cols].reshape(-1, 3)
+        assert np.abs(got.astype(int) - colour).max() <= 8, (colour, got.min(0), got.max(0))
 
 
 def test_sixteen_bit_keeps_its_range():

@@ -1,9 +1,10 @@
 """Inference runtimes (model/runtimes.py, onnx_cache.py, onnx_convert.py): selection, the conversion cache, parity.
 
-One real tf2onnx conversion runs (the tiny bundle); a copy whose logits are scaled, so that top-1 means something
-(a random-init network's probabilities are near-uniform), reuses its graph with the scaled kernel. Every cache test
-swaps the converter for a counter that hands back the real conversion's bytes, so it checks the cache logic in
-milliseconds. The selection tests need no network and are quick; the rest are slow.
+One real tf2onnx conversion runs (the tiny bundle: `onnx_tiny` in tests/model/conftest.py); a copy whose logits are
+scaled, so that top-1 means something (a random-init network's probabilities are near-uniform), reuses its graph with
+the scaled kernel. Every cache test swaps the converter for a counter that hands back the real conversion's bytes
+(`count_conversions`), so it checks the cache logic in milliseconds. The selection tests need no network and are
+quick; the rest are slow.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from model.bundle import BundleConfig
 from model.network import SERVING_VARIANT, serving_model
 from tests.helpers import TINY_LABELS, TINY_SIZE, assert_top1
 from tests.helpers.images import write_good_images
+from tests.model.conftest import count_conversions
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -85,25 +86,8 @@ def test_threads_follow_cpu_affinity_unless_set(monkeypatch):
 
 # -- real conversions and parity (slow: each test below runs the tiny network or its conversion) -------------
 @pytest.fixture(scope="session")
-def tf_tiny(tiny_bundle):
-    from model.predict import load_classifier
-
-    return load_classifier(tiny_bundle, runtime="tf")
-
-
-@pytest.fixture(scope="session")
 def images(tmp_path_factory):
     return write_good_images(tmp_path_factory.mktemp("parity-images"), 12, seed=100)
-
-
-@pytest.fixture(scope="session")
-def onnx_tiny(tf_tiny, tmp_path_factory):
-    """The tiny model through the ONNX runtime, converted for real into its own cache folder."""
-    from model.predict import Classifier
-
-    cache = tmp_path_factory.mktemp("onnx-tiny")
-    clf = Classifier(tf_tiny.model, tf_tiny.config, runtime="onnx", cache_dir=cache)
-    return clf, cache / onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE, SERVING_VARIANT)
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +114,7 @@ def peaked(tf_tiny, onnx_tiny, tmp_path_factory):
     config = BundleConfig(labels=TINY_LABELS, input_size=TINY_SIZE, model_version="peaked000000")
     cache = tmp_path_factory.mktemp("onnx-peaked")
     with pytest.MonkeyPatch.context() as mp:
-        _count_conversions(mp, graph.SerializeToString())
+        count_conversions(mp, graph.SerializeToString())
         onnx_clf = Classifier(model, config, runtime="onnx", cache_dir=cache)
     # TensorFlow eagerly: the same maths as the tf.function runtime without paying for a second trace
     tf_clf = Classifier(model, config, forward_fn=lambda batch: np.asarray(model(batch, training=False)))
@@ -168,7 +152,7 @@ def test_load_classifier_auto_converts_beside_the_bundle(tiny_bundle, tmp_path, 
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     good = onnx_tiny[1].read_bytes()
-    calls = _count_conversions(monkeypatch, good)
+    calls = count_conversions(monkeypatch, good)
     clf = load_classifier(bundle, runtime="auto")
     assert clf.runtime == "onnx"
     files = sorted(p.name for p in bundle.glob("model-*"))
@@ -178,23 +162,11 @@ def test_load_classifier_auto_converts_beside_the_bundle(tiny_bundle, tmp_path, 
 
 
 # -- the cache ----------------------------------------------------------------------------------------------
-def _count_conversions(monkeypatch, data: bytes, delay: float = 0.0) -> list[int]:
-    calls: list[int] = []
-
-    def fake_convert(model, input_size):
-        calls.append(1)
-        time.sleep(delay)
-        return data
-
-    monkeypatch.setattr(runtimes, "convert_to_onnx", fake_convert)  # where the cache calls it from
-    return calls
-
-
 @pytest.fixture
 def cached(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
     """A fresh cache folder with one conversion in it, and the conversion counter."""
     good = onnx_tiny[1].read_bytes()
-    calls = _count_conversions(monkeypatch, good)
+    calls = count_conversions(monkeypatch, good)
     path = _session(tf_tiny, tmp_path)
     assert calls == [1]
     return path, calls, good
@@ -251,7 +223,7 @@ def test_corrupt_file_is_rebuilt(cached, tf_tiny, tmp_path, damage):
 
 @pytest.mark.slow
 def test_concurrent_loads_convert_once(onnx_tiny, tf_tiny, tmp_path, monkeypatch):
-    calls = _count_conversions(monkeypatch, onnx_tiny[1].read_bytes(), delay=0.5)
+    calls = count_conversions(monkeypatch, onnx_tiny[1].read_bytes(), delay=0.5)
     errors: list[BaseException] = []
 
     def load():
@@ -275,7 +247,7 @@ def test_read_only_bundle_falls_back_to_the_cache_dir(onnx_tiny, tf_tiny, tmp_pa
     bundle.mkdir()
     real_writable = onnx_cache.writable
     monkeypatch.setattr(onnx_cache, "writable", lambda f: f != bundle and real_writable(f))
-    _count_conversions(monkeypatch, onnx_tiny[1].read_bytes())
+    count_conversions(monkeypatch, onnx_tiny[1].read_bytes())
     runtimes.ensure_onnx_session(serving_model(tf_tiny.model), TINY_SIZE, tf_tiny.model_version, bundle,
                                  SERVING_VARIANT, shared_cache_dir=tmp_path / "user-cache")
     name = onnx_cache.onnx_file_name(tf_tiny.model_version, TINY_SIZE, SERVING_VARIANT)
@@ -286,7 +258,7 @@ def test_read_only_bundle_falls_back_to_the_cache_dir(onnx_tiny, tf_tiny, tmp_pa
 def test_a_conversion_that_disagrees_with_tensorflow_is_refused(peaked, tf_tiny, tmp_path, monkeypatch):
     from model.predict import Classifier
 
-    _count_conversions(monkeypatch, peaked[2].read_bytes())  # the x300 model's graph for the plain one
+    count_conversions(monkeypatch, peaked[2].read_bytes())  # the x300 model's graph for the plain one
     with pytest.raises(runtimes.RuntimeUnavailableError, match="does not match TensorFlow"):
         Classifier(tf_tiny.model, tf_tiny.config, runtime="onnx", cache_dir=tmp_path)
     assert Classifier(tf_tiny.model, tf_tiny.config, runtime="auto", cache_dir=tmp_path).runtime == "tf"

@@ -200,64 +200,57 @@ def test_probe_of_a_teacher(teacher_files, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_probe_saves_a_bundle_that_classifies_as_the_probe_does(distilled, tmp_path):
-    from model.bundle import read_card
-    from model.predict import load_classifier
-    from train.evaluate import evaluate
-    from train.probe import main
-
-    run, data, _, _ = distilled
-    weights = run / "densenet121_distilled.weights.h5"
-    out = tmp_path / "probe-bundle"
-    scores = main(["--weights", str(weights), "--input-size", str(SIZE), "--data", str(data), "--steps", "100",
-                   "--out", str(out), "--tta", "none"])
-    # The bundle (backbone + folded linear head, through the shared prediction API) scores what the probe scored.
-    summary = evaluate(load_classifier(out, runtime="tf"), data / "val", tmp_path)
-    assert summary["top1"] == pytest.approx(scores["probe_top1"])
-    card = read_card(out)
-    assert card["weights"] == weights.name and card["metrics"]["val"]["top1"] == pytest.approx(scores["probe_top1"])
-    assert (out / "report.txt").is_file() and (out / "confusion_matrix.png").is_file()
-
-
-@pytest.mark.slow
 def test_the_ship_recipe_cross_validates_calibrates_and_evaluates(distilled, teacher_files, tmp_path, capsys):
-    """The shipped model's recipe end to end on a tiny backbone: the probe head cross-validated over one source's
-    photos in scene folds found by a teacher, TTA chosen, temperature and unknown statistics in the bundle, then
+    """The shipped model's recipe (train.frozen) end to end on a tiny backbone: the head cross-validated over one
+    source's photos in scene folds found by a teacher, temperature and unknown threshold on those out-of-fold
+    answers, the bundle classifying as its head does, with features.npz to teach it from; then
     `train.evaluate --ood`."""
     from model.bundle import BundleConfig, read_card
     from model.predict import load_classifier
     from tests.helpers.images import write_unknown_images
+    from train.evaluate import evaluate as evaluate_bundle
     from train.evaluate import main as evaluate
-    from train.probe import main
+    from train.features import read_features
+    from train.frozen import main
 
     run, data, _, _ = distilled
     out = tmp_path / "bundle"
-    main(["--weights", str(run / "densenet121_distilled.weights.h5"), "--input-size", str(SIZE), "--data", str(data),
-          "--steps", "100", "--views", "1", "--cv", "3", "--calibrate-on", "src0", "--out", str(out),
-          "--scenes", str(teacher_files[1])])
+    ood = write_unknown_images(tmp_path / "ood", 6)
+    weights = run / "densenet121_distilled.weights.h5"
+    main(["--weights", str(weights), "--input-size", str(SIZE), "--data", str(data), "--steps", "100",
+          "--views", "1", "--folds", "3", "--calibrate-on", "src0", "--out", str(out), "--scenes",
+          str(teacher_files[1]), "--ood", str(tmp_path / "ood"), "--cache", str(tmp_path / "cache")])
     printed = capsys.readouterr().out
-    assert "cv[none] top1=" in printed and "cv[flip] top1=" in printed and "calibration: temperature=" in printed
+    assert "cv_top1=" in printed and "calibration: temperature=" in printed
     card, config = read_card(out), BundleConfig.read(out)
     cv = card["cross_validation"]
-    assert cv["sources"] == ["src0"] and cv["none"]["folds"] == 3 and cv["tta"] == config.tta
+    assert cv["sources"] == ["src0"] and cv["none"]["folds"] == 3 and config.parent_version == ""
     # every src0 photo of train and val, each predicted by a head (and statistics) fitted without it
-    assert cv["none"]["n"] == len(list(data.glob("*/*/src0__*.jpg")))
-    assert cv["folds"].startswith("scenes") and "tiny.tflite" in cv["folds"]
-    # the temperature on every out-of-fold answer; the threshold on the val photos under the detector that ships
-    assert card["calibration"]["fitted_on"] == cv["none"]["n"]
-    assert card["calibration"]["unknown"]["threshold_fitted_on"] == len(list(data.glob("val/*/src0__*.jpg")))
-    assert card["calibration"]["ece_cv"] >= 0 and card["calibration"]["folds"] == 3
-    assert config.temperature == pytest.approx(card["calibration"]["temperature"], abs=1e-4)
-    assert config.temperature > 0 and (out / "unknown.npz").is_file()
+    n_pool = len(list(data.glob("*/*/src0__*.jpg")))
+    assert cv["none"]["n"] == n_pool and cv["folds"].startswith("scenes") and "tiny.tflite" in cv["folds"]
+    # the temperature and the threshold on every out-of-fold answer (held-out scenes: a new visit)
+    calibration = card["calibration"]
+    assert calibration["fitted_on"] == calibration["unknown"]["threshold_fitted_on"] == n_pool
+    assert calibration["folds"] == 3 and calibration["unknown"]["ood"]["n"] == len(ood)
+    assert config.temperature == pytest.approx(calibration["temperature"], abs=1e-4)
     assert (out / "reliability.png").is_file() and card["model_version"] == config.model_version
+    # the bundle, through the shared prediction API, scores what its card says
+    summary = evaluate_bundle(load_classifier(out, runtime="tf"), data / "val", tmp_path)
+    assert summary["top1"] == pytest.approx(card["metrics"]["val"]["top1"])
+    assert card["weights"] == weights.name and (out / "report.txt").is_file()
+    base = read_features(out)  # what train.teach refits from: train and val photos, and the not-fruit reference
+    assert len(base) == len(list(data.glob("*/*/*.jpg"))) and base.extra["ood"].shape[0] == len(ood)
+    assert set(base.folds[base.sources == "src0"]) <= {0, 1, 2} and set(base.folds[base.sources == "src1"]) == {-1}
     clf = load_classifier(out, runtime="tf")
-    assert clf.unknown.threshold == pytest.approx(card["calibration"]["unknown"]["threshold"], abs=1e-4)
-    ood = write_unknown_images(tmp_path / "ood", 6)
+    assert clf.unknown.threshold == pytest.approx(calibration["unknown"]["threshold"], abs=1e-4)
+    main(["--weights", str(weights), "--input-size", str(SIZE), "--data", str(data), "--steps", "100",
+          "--views", "1", "--folds", "3", "--calibrate-on", "src0", "--out", str(tmp_path / "again"), "--scenes",
+          str(teacher_files[1]), "--cache", str(tmp_path / "cache")])  # every feature set from the cache
+    assert BundleConfig.read(tmp_path / "again").temperature == pytest.approx(config.temperature)
     summary = evaluate(["--model", str(out), "--data", str(data / "val"), "--ood", str(tmp_path / "ood")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2].startswith("top1=") and " ece=" in lines[-2] and lines[-1].startswith("ood_auroc=")
     assert summary["ood"]["n_ood"] == len(ood) and 0.0 <= summary["ood"]["auroc"] <= 1.0
-    assert summary["ece"] == pytest.approx(float(lines[-2].split("ece=")[1].split()[0]), abs=1e-4)
 
 
 def test_distillation_data_skips_hidden_files_and_notes_val_folders(tmp_path, capsys):

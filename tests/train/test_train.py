@@ -114,12 +114,13 @@ def test_evaluate_rejects_unknown_classes(run, tmp_path, classifier_options):
         evaluate(load_classifier(out / "bundle", **classifier_options), tmp_path)
 
 
-def test_refuses_to_overwrite_a_run_without_resume(run):
+def test_refuses_to_overwrite_a_run_without_resume(run, capsys):
     from train.train import main
 
     out, data = run
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(SystemExit) as exc:
         main(["--data", str(data), "--weights", "none", "--out", str(out)])
+    assert exc.value.code == 2 and "--resume" in capsys.readouterr().err  # cli.fail: one line, exit 2
 
 
 def test_resume_continues_from_the_last_finished_epoch(tmp_path):

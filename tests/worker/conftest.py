@@ -16,9 +16,9 @@ def shared_redis_url() -> str:
     """Redis database 14 of the running server (make services starts it), flushed: no chunk of an earlier run."""
     import redis
 
-    from worker.status import broker_available
+    from worker.broker import RedisBroker
 
-    if not broker_available(timeout=1.0, redis_url=TEST_REDIS_URL):
+    if not RedisBroker(TEST_REDIS_URL).available(timeout=1.0):
         pytest.skip(f"Redis not reachable at {TEST_REDIS_URL} (make services starts it)")
     assert int(TEST_REDIS_URL.rsplit("/", 1)[-1] or 0) != 0, "never flush Redis database 0"
     client = redis.Redis.from_url(TEST_REDIS_URL)

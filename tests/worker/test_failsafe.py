@@ -1,4 +1,5 @@
-"""worker/failsafe.py and the job file list, on SQLite and PostgreSQL (no broker, no model)."""
+"""How a chunk no worker can run still ends (jobs/failure.py), the worker errors kept in Redis (worker/broker.py)
+and the job file list, on SQLite and PostgreSQL (no model)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_files_without_row(db):
 
 
 def test_chunk_failure_rows_and_failed_job(db):
-    from worker.failsafe import record_chunk_failure
+    from jobs.failure import record_chunk_failure
 
     url, sessions = db
     with sessions() as session, session.begin():
@@ -71,7 +72,7 @@ def test_chunk_failure_rows_and_failed_job(db):
 
 
 def test_failsafe_ends_a_job_by_itself(db):
-    from worker.failsafe import record_chunk_failure
+    from jobs.failure import record_chunk_failure
 
     url, sessions = db
     record_chunk_failure(database_url=url, job_id="j", items=FILES, error="worker failed: model missing")
@@ -81,12 +82,24 @@ def test_failsafe_ends_a_job_by_itself(db):
     assert job.started_at is not None and job.finished_at is not None
 
 
-def test_worker_errors_in_redis_never_raise():
-    from worker.failsafe import note_worker_error, recent_worker_errors
+def test_worker_errors_are_kept_in_redis_and_never_raise(shared_redis_url):
+    from worker.broker import ERRORS_KEPT, RedisBroker
 
-    dead = "redis://127.0.0.1:1/0"
-    note_worker_error(redis_url=dead, job_id="j", error="E")
-    assert recent_worker_errors(redis_url=dead) == []
+    broker = RedisBroker(shared_redis_url)
+    broker.note_error("E1", worker="w:1", job_id="j")
+    broker.note_error("E2", worker="w:2")  # a job-less error (an unknown task) shows for every job
+    broker.note_error("E3", worker="w:3", job_id="other")
+    errors = broker.recent_errors()
+    assert [e["error"] for e in errors] == ["E3", "E2", "E1"] and errors[2]["worker"] == "w:1"  # newest first
+    assert [e["error"] for e in broker.recent_errors(job_id="j")] == ["E2", "E1"]
+    assert [e["error"] for e in broker.recent_errors(limit=1)] == ["E3"]
+    for n in range(ERRORS_KEPT + 5):
+        broker.note_error(f"F{n}", worker="w")
+    assert len(broker.recent_errors(limit=10 * ERRORS_KEPT)) == ERRORS_KEPT  # the list stays bounded
+
+    dead = RedisBroker("redis://127.0.0.1:1/0")
+    dead.note_error("E", worker="w", job_id="j")  # nothing raised: the failure path must not fail
+    assert dead.recent_errors() == [] and not dead.take_lease("k", "w", 1) and dead.queue_length() is None
 
 
 def test_status_reports_what_it_cannot_reach(tmp_path):

@@ -87,9 +87,9 @@ def _wait_until(check, what: str, timeout: float = 120.0):
 
 
 def _queued(redis_url: str) -> int:
-    from worker.status import queue_length
+    from worker.broker import RedisBroker
 
-    q = queue_length(redis_url=redis_url)
+    q = RedisBroker(redis_url).queue_length()
     return q["queued"] + q["in_flight"]
 
 
@@ -108,7 +108,7 @@ def _submit(fleet, folder: Path, cwd: Path, *args: str) -> str:
 
 
 def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, good_images):
-    from worker.progress import job_progress
+    from jobs.progress import job_progress
 
     command = " ".join(["celery", *compose_worker_command()[1:]])
     assert f"`{command}`" in (ROOT / "README.md").read_text()
@@ -138,7 +138,7 @@ def test_readme_worker_from_the_repo_root_classifies_a_folder(fleet, tmp_path, g
 
 def test_redis_killed_mid_job_then_resume(fleet, private_redis, tmp_path, good_images):
     """Redis without persistence dies with SIGKILL while a job is queued: `--resume` finishes it, one row each."""
-    from worker.progress import job_progress
+    from jobs.progress import job_progress
 
     images = good_images(24, "in", seed=100)
     children = _paused(fleet.worker, signal.SIGSTOP)
@@ -165,8 +165,8 @@ def test_redis_killed_mid_job_then_resume(fleet, private_redis, tmp_path, good_i
 
 def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path, good_images):
     """`celery purge` empties the queue mid-job; `--resume` run twice while the chunk a worker held also runs."""
-    from worker.progress import job_progress
-    from worker.status import queue_length
+    from jobs.progress import job_progress
+    from worker.broker import RedisBroker
 
     images = good_images(20, "in", seed=200)
     children = _paused(fleet.worker, signal.SIGSTOP)
@@ -176,7 +176,7 @@ def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path, good_images):
         purge = subprocess.run([CELERY, "-A", "worker", "purge", "-f"], env=fleet.env, cwd=tmp_path,
                                capture_output=True, text=True, timeout=120)
         assert purge.returncode == 0, purge.stderr
-        assert queue_length(redis_url=fleet.redis_url)["queued"] == 0
+        assert RedisBroker(fleet.redis_url).queue_length()["queued"] == 0
     finally:
         for pid in children:
             os.kill(pid, signal.SIGCONT)
@@ -196,8 +196,8 @@ def test_queue_flushed_mid_job_then_resume_twice(fleet, tmp_path, good_images):
 
 def test_task_that_cannot_import_its_pipeline_fails_the_job(private_redis, tiny_bundle, tmp_path, good_images):
     """Every image still gets a row (the error), the job ends failed with the reason, `--wait` exits 1."""
-    from worker.failsafe import recent_worker_errors
-    from worker.progress import job_progress
+    from jobs.progress import job_progress
+    from worker.broker import RedisBroker
 
     appdir = tmp_path / "app"
     appdir.mkdir()
@@ -222,7 +222,7 @@ def test_task_that_cannot_import_its_pipeline_fails_the_job(private_redis, tiny_
     progress = job_progress(job_id, database_url=url)
     assert (progress["status"], progress["done"], progress["errors"]) == ("failed", 6, 6)
     assert "import of worker.pipeline halted" in progress["error"]
-    assert "ModuleNotFoundError" in recent_worker_errors(redis_url=redis_url, job_id=job_id)[0]["error"]
+    assert "ModuleNotFoundError" in RedisBroker(redis_url).recent_errors(job_id=job_id)[0]["error"]
 
 
 def test_wait_explains_a_stalled_job(private_redis, tiny_bundle, tmp_path, good_images):

@@ -43,10 +43,12 @@ def fleet(request, tiny_bundle, shared_redis_url, tmp_path_factory):
 
 
 def _submit(fleet, folder, **kw):
-    from worker.submit import submit_folder
+    from jobs.submit import submit_folder
+    from worker.broker import RedisBroker
 
+    kw.setdefault("chunk_size", 64)
     return submit_folder(folder, model_dir=fleet["model_dir"], database_url=fleet["url"],
-                         redis_url=fleet["redis_url"], queue=fleet["queue"], **kw)
+                         broker=RedisBroker(fleet["redis_url"]), queue=fleet["queue"], **kw)
 
 
 def _rows(url, job_id):
@@ -57,7 +59,7 @@ def _rows(url, job_id):
 
 
 def test_folder_job_end_to_end(fleet, tmp_path, good_images, tiny_classifier):
-    from db.queries import job_summary
+    from db.results import job_summary
     from db.session import session_factory
 
     images = good_images(24, "in")

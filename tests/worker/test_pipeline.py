@@ -1,8 +1,9 @@
-"""worker/: configuration, submit errors and the chunk logic as plain functions (no broker; the chunk tests run
-the tiny model, so they are slow)."""
+"""worker/ and jobs/: configuration, submit errors and the chunk logic as plain functions (no broker; the chunk
+tests run the tiny model, so they are slow)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from tests.helpers import ROOT
 
 
 def test_importing_the_worker_does_not_import_tensorflow_nor_read_settings():
-    code = ("import sys, worker, worker.celery_app, worker.tasks, worker.submit, worker.progress, worker.status, "
-            "worker.dev, db.report, db.migrate, db.session; "
+    code = ("import sys, worker, worker.celery_app, worker.tasks, worker.lifecycle, worker.broker, worker.submit, "
+            "worker.status, worker.dev, jobs.submit, jobs.progress, jobs.fleet, jobs.heal, jobs.failure, "
+            "db.report, db.review, db.export, db.migrate, db.session; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; "
             "from settings import get_settings; assert get_settings.cache_info().currsize == 0, 'settings read'; "
             "assert worker.celery_app.app.conf.broker_url == get_settings().redis_url")
@@ -23,6 +25,7 @@ def test_importing_the_worker_does_not_import_tensorflow_nor_read_settings():
 
 def test_celery_configuration():
     from settings import Settings
+    from worker.broker import CLASSIFY_CHUNK
     from worker.celery_app import app
     from worker.tasks import retry_delay
 
@@ -31,7 +34,8 @@ def test_celery_configuration():
     assert conf.worker_prefetch_multiplier == 1
     assert conf.worker_proc_alive_timeout >= 30
     assert conf.broker_transport_options["visibility_timeout"] > 0
-    assert "worker.tasks" in app.conf.include
+    assert {"worker.tasks", "worker.lifecycle"} <= set(app.conf.include)  # the tasks and the signal handlers
+    assert set(app.tasks) >= {CLASSIFY_CHUNK}  # registered under the name the broker sends
     # A task's database and broker errors are retried for minutes (a restart), then it gives up (and is healed).
     settings = Settings()
     waits = [retry_delay(n, settings.task_retry_max_s) for n in range(settings.task_max_retries)]
@@ -55,22 +59,38 @@ def test_scan_folder_and_hashes(tmp_path, good_images):
 
 
 def test_submit_errors(tmp_path, good_images, shipped_bundle):
-    from worker.submit import BrokerUnavailableError, SubmitError, broker_available, submit_folder
+    from jobs.submit import BrokerUnavailableError, SubmitError, submit_folder
+    from worker.broker import RedisBroker
 
+    dead = RedisBroker("redis://:secret@127.0.0.1:1/0")
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    submit = functools.partial(submit_folder, broker=dead, database_url=db_url, model_dir=shipped_bundle,
+                               chunk_size=4)
     with pytest.raises(SubmitError, match="folder not found"):
-        submit_folder(tmp_path / "nope")
+        submit(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(SubmitError, match="no images"):
-        submit_folder(tmp_path / "empty")
+        submit(tmp_path / "empty")
     good_images(2, "imgs")
     with pytest.raises(SubmitError, match="not a model bundle"):
-        submit_folder(tmp_path / "imgs", model_dir=tmp_path)
-    dead = "redis://127.0.0.1:1/0"
-    assert not broker_available(timeout=0.5, redis_url=dead)
-    with pytest.raises(BrokerUnavailableError, match="redis-server --daemonize yes"):
-        submit_folder(tmp_path / "imgs", model_dir=shipped_bundle, redis_url=dead,
-                      database_url=f"sqlite:///{tmp_path / 'r.db'}")
+        submit(tmp_path / "imgs", model_dir=tmp_path)
+    assert not dead.available(timeout=0.5)
+    with pytest.raises(BrokerUnavailableError, match="redis-server --daemonize yes") as exc:
+        submit(tmp_path / "imgs")
+    assert "secret" not in str(exc.value) and "\n" not in str(exc.value)  # one line, no password
     assert not (tmp_path / "r.db").exists()  # nothing recorded for a job that could not be queued
+
+
+def test_chunks_and_the_one_rate_of_a_job():
+    from jobs.progress import job_rate
+    from jobs.submit import chunked
+
+    assert chunked(list(range(5)), 2) == [[0, 1], [2, 3], [4]] and chunked([1], 0) == [[1]]
+    # From the first worker's start, not from the submit: 100 s queued behind another job do not count.
+    job = {"created_at": "2030-01-01T00:00:00+00:00", "started_at": "2030-01-01T00:01:40+00:00",
+           "finished_at": "2030-01-01T00:01:50+00:00", "done": 30, "reused": 10}
+    assert job_rate(job) == 2.0  # 20 computed (reused rows left out) in 10 s
+    assert job_rate({**job, "started_at": None}) is None and job_rate({**job, "reused": 30}) is None
 
 
 @pytest.mark.slow

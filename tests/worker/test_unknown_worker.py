@@ -44,9 +44,10 @@ def honest_fleet(honest_bundle, shared_redis_url, tmp_path_factory):
 
 
 def _submit(fleet, folder, model_dir):
-    from worker.submit import submit_folder
+    from jobs.submit import submit_folder
+    from worker.broker import RedisBroker
 
-    return submit_folder(folder, model_dir=model_dir, database_url=fleet["url"], redis_url=fleet["redis_url"],
+    return submit_folder(folder, model_dir=model_dir, database_url=fleet["url"], broker=RedisBroker(fleet["redis_url"]),
                          queue=fleet["queue"], chunk_size=4)
 
 
@@ -58,8 +59,8 @@ def _rows(url, job_id) -> dict[str, Prediction]:
 
 
 def test_a_real_worker_writes_the_flag(honest_fleet, honest_bundle, tmp_path, classifier_options):
-    from db.queries import job_summary
-    from db.review_queries import to_review
+    from db.results import job_summary
+    from db.reviews import to_review
     from db.session import session_factory
     from model.predict import load_classifier
 

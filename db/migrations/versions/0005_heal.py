@@ -1,5 +1,5 @@
 """Jobs that heal themselves (revision 0005, after 0004, 2026-12-01): how often the workers queued a stalled job's
-files again (`heals`) and when they last did (`healed_at`), for `worker.heal` and `worker.status`."""
+files again (`heals`) and when they last did (`healed_at`), for `jobs.heal` and `worker.status`."""
 
 import sqlalchemy as sa
 from alembic import op

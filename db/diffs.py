@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Job, Prediction
-from db.queries import find_job
-from db.review_queries import job_reviews
+from db.results import find_job
+from db.reviews import job_reviews
 
 ERROR_LABEL = "(error)"  # how an image that was not classified shows in the from-to table
 

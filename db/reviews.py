@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from db.crud import _insert as dialect_insert  # the dialect's INSERT ... ON CONFLICT, shared with the batch writes
 from db.models import Job, ModelRecord, Prediction, Review, utcnow
-from db.queries import _iso, find_job
+from db.results import _iso, find_job
 
 # How reports and listings show a review that picked none of the labels (a NULL label in the table); the
 # parentheses keep it from reading as a class name.

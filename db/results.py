@@ -1,6 +1,6 @@
 """Queries over stored results: pure functions of a Session returning plain dicts.
 
-Used by `python -m db.report` (the CLI that prints them), `worker.submit`, `worker.heal` and the demo: `find_job`,
+Used by `python -m db.report` (the CLI that prints them), the job service (`jobs`) and the demo: `find_job`,
 `job_dict`, `job_dicts`, `stalled_jobs`, `list_jobs`, `job_summary`, `job_predictions`.
 
 An image flagged unknown (the model's "not one of the classes I know", `model.unknown`) keeps its closest label
@@ -53,7 +53,7 @@ def job_dict(job: Job, *, unknown: int | None = None) -> dict[str, Any]:
         "fraction": job.done / job.total if job.total else 1.0,
         "finished": job.status in JobStatus.FINISHED,
         "error": job.error,  # why a failed job failed
-        "heals": job.heals or 0,  # how often the workers queued its files again (worker.heal)
+        "heals": job.heals or 0,  # how often the workers queued its files again (jobs.heal)
         "healed_at": _iso(job.healed_at),
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
@@ -89,7 +89,7 @@ def job_dicts(session: Session, jobs: list[Job]) -> list[dict[str, Any]]:
 
 
 def stalled_jobs(session: Session, *, quiet_since: datetime) -> list[dict[str, Any]]:
-    """Unfinished jobs with no new row, no heal and no submit since `quiet_since`, oldest first (`worker.heal`)."""
+    """Unfinished jobs with no new row, no heal and no submit since `quiet_since`, oldest first (`jobs.heal`)."""
     last_row = select(func.max(Prediction.created_at)).where(Prediction.job_id == Job.id).scalar_subquery()
     jobs = session.scalars(
         select(Job).where(Job.status.not_in(JobStatus.FINISHED), Job.created_at < quiet_since,

@@ -1,14 +1,14 @@
 """The fleet heals stalled jobs by itself: no extra process, nothing to run by hand.
 
-Each worker's main process runs one `Healer` thread (started by `worker.tasks` when the worker is ready). Every
-`HEAL_CHECK_S` seconds one worker of the fleet (the one that takes a Redis lease, SET NX EX) sweeps:
+Each worker's main process runs one `Healer` thread (started by `worker.lifecycle` when the worker is ready). Every
+`HEAL_CHECK_S` seconds one worker of the fleet (the one that takes the broker's lease) sweeps:
 
-1. unfinished jobs with no new row, no heal and no submit for `HEAL_AFTER_S` (`db.queries.stalled_jobs`);
+1. unfinished jobs with no new row, no heal and no submit for `HEAL_AFTER_S` (`db.results.stalled_jobs`);
 2. of those, the ones with no chunk waiting in the worker's queues or delivered and unacknowledged (read from the
-   broker, `queued_job_ids`): a job whose chunks are only slow or waiting behind another job is left alone;
+   broker, `Broker.queued_jobs`): a job whose chunks are only slow or waiting behind another job is left alone;
 3. each is counted as healed with a compare-and-set on its row (`db.crud.claim_heal`), so of any number of workers
    that saw it exactly one goes on, and its files without a row are queued again by the idempotent resume
-   (`worker.submit.resume_job`, what `--resume` does);
+   (`jobs.submit.resume_job`, what `--resume` does);
 4. a job that stalls again after `HEAL_MAX` heals, or that cannot be healed (no file list, images missing from
    it), ends `failed` with the reason, its files without a row getting an error row (`db.crud.fail_job`).
 
@@ -20,106 +20,47 @@ when Redis restarted and forgot the lease.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.failsafe import worker_name
+from db import crud
+from db.results import stalled_jobs
+from db.session import dispose_engines, session_factory
+from jobs.broker import Broker
+from jobs.failure import worker_name
+from jobs.submit import SubmitError, resume_job
 
 log = logging.getLogger(__name__)
 
 SWEEP_KEY = "densenet121:heal-sweep"
-TASK_NAME = "worker.classify_chunk"
 
 
-def _job_of(payload: dict[str, Any]) -> str | None:
-    """The job id of a Celery message (protocol 2: headers name the task, the body is [args, kwargs, embed])."""
-    if payload.get("headers", {}).get("task") != TASK_NAME:
-        return None
-    body = payload.get("body", "")
-    if payload.get("properties", {}).get("body_encoding") == "base64":
-        body = base64.b64decode(body)
-    args = json.loads(body)[0]
-    return str(args[0]) if args else None
-
-
-def queued_job_ids(*, redis_url: str, queues: Sequence[str]) -> set[str] | None:
-    """Jobs with a chunk waiting in one of `queues` or delivered and not acknowledged; None when Redis is down."""
-    from worker.celery_app import app
-    from worker.status import broker_available
-
-    if not broker_available(redis_url=redis_url):
-        return None
-    try:
-        with app.connection_for_read(redis_url) as conn:
-            channel = conn.default_channel
-            client = channel.client
-            waiting = [m for q in queues for pri in channel.priority_steps  # kombu's key of each priority's list
-                       for m in client.lrange(channel._q_for_pri(q, pri), 0, -1)]
-            # Delivered, not acknowledged: [message, exchange, routing key] per delivery tag, for every queue.
-            delivered = client.hvals(channel.unacked_key)
-    except Exception:  # noqa: BLE001 - an unreadable broker: heal nothing this time
-        log.warning("could not read the queues from the broker", exc_info=True)
-        return None
-    jobs = set()
-    for item, is_delivery in [(m, False) for m in waiting] + [(m, True) for m in delivered]:
-        try:
-            payload = json.loads(item)
-            job_id = _job_of(payload[0] if is_delivery else payload)
-        except (ValueError, TypeError, KeyError, IndexError):
-            continue  # not a message of ours
-        if job_id:
-            jobs.add(job_id)
-    return jobs
-
-
-def _take_lease(redis_url: str, seconds: float) -> bool:
-    import redis
-
-    try:
-        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            return bool(client.set(SWEEP_KEY, worker_name(), nx=True, ex=max(1, round(seconds))))
-        finally:
-            client.close()
-    except (redis.exceptions.RedisError, OSError):
-        return False
-
-
-def heal_stalled_jobs(*, database_url: str, redis_url: str, queues: Sequence[str], heal_after_s: float,
-                      max_heals: int, lease_s: float, chunk_size: int | None = None) -> list[dict[str, Any]]:
+def heal_stalled_jobs(*, database_url: str, broker: Broker, queues: Sequence[str], heal_after_s: float,
+                      max_heals: int, lease_s: float, chunk_size: int) -> list[dict[str, Any]]:
     """One sweep (see the module's docstring); returns what it did: [{'job_id', 'action', 'queued', 'error'}].
 
     `action` is 'healed' (its files without a row were queued again to `queues[0]`) or 'failed'. Nothing is done
-    when another worker holds the lease, or when Redis or the database cannot be read.
+    when another worker holds the lease, or when the broker or the database cannot be read.
     """
-    from db.queries import stalled_jobs
-    from db.session import session_factory
-
-    if not _take_lease(redis_url, lease_s):
+    if not broker.take_lease(SWEEP_KEY, worker_name(), lease_s):
         return []
     with session_factory(database_url)() as session:
         stalled = stalled_jobs(session, quiet_since=datetime.now(UTC) - timedelta(seconds=heal_after_s))
-    busy = queued_job_ids(redis_url=redis_url, queues=queues) if stalled else None
+    busy = broker.queued_jobs(queues) if stalled else None
     if busy is None:
         return []
-    actions = [_heal(job, database_url=database_url, redis_url=redis_url, queue=queues[0],
-                     heal_after_s=heal_after_s, max_heals=max_heals, chunk_size=chunk_size)
+    actions = [heal_job(job, database_url=database_url, broker=broker, queue=queues[0], heal_after_s=heal_after_s,
+                        max_heals=max_heals, chunk_size=chunk_size)
                for job in stalled if job["job_id"] not in busy]
     return [a for a in actions if a is not None]
 
 
-def _heal(job: dict[str, Any], *, database_url: str, redis_url: str, queue: str, heal_after_s: float,
-          max_heals: int, chunk_size: int | None) -> dict[str, Any] | None:
-    """Heal one stalled job, or fail it; None when another worker healed it first."""
-    from db import crud
-    from db.session import session_factory
-    from worker.submit import SubmitError, resume_job
-
+def heal_job(job: dict[str, Any], *, database_url: str, broker: Broker, queue: str, heal_after_s: float,
+             max_heals: int, chunk_size: int) -> dict[str, Any] | None:
+    """Heal one stalled job (a `stalled_jobs` entry), or fail it; None when another worker healed it first."""
     sessions = session_factory(database_url)
     job_id, missing = job["job_id"], job["total"] - job["done"]
     quiet = f"{missing:,} image(s) without a row, nothing queued, no new row for {heal_after_s:.0f} s"
@@ -131,7 +72,7 @@ def _heal(job: dict[str, Any], *, database_url: str, redis_url: str, queue: str,
             if not crud.claim_heal(session=session, job_id=job_id, heals=job["heals"]):
                 return None
         try:
-            resumed = resume_job(job_id, chunk_size=chunk_size, database_url=database_url, redis_url=redis_url,
+            resumed = resume_job(job_id, broker=broker, database_url=database_url, chunk_size=chunk_size,
                                  queue=queue, check_broker=False)
         except SubmitError as exc:
             error = f"cannot heal: {exc}"
@@ -151,10 +92,10 @@ def _heal(job: dict[str, Any], *, database_url: str, redis_url: str, queue: str,
 class Healer:
     """A daemon thread of the worker's main process that calls `heal_stalled_jobs` every `interval_s` seconds."""
 
-    def __init__(self, *, database_url: str, redis_url: str, queues: Sequence[str], heal_after_s: float,
-                 interval_s: float, max_heals: int, chunk_size: int | None = None):
+    def __init__(self, *, database_url: str, broker: Broker, queues: Sequence[str], heal_after_s: float,
+                 interval_s: float, max_heals: int, chunk_size: int):
         self.interval_s = interval_s
-        self._kwargs = {"database_url": database_url, "redis_url": redis_url, "queues": list(queues),
+        self._kwargs = {"database_url": database_url, "broker": broker, "queues": list(queues),
                         "heal_after_s": heal_after_s, "max_heals": max_heals, "lease_s": interval_s,
                         "chunk_size": chunk_size}
         self._stop = threading.Event()
@@ -168,8 +109,6 @@ class Healer:
         self._stop.set()
 
     def _run(self) -> None:
-        from db.session import dispose_engines
-
         failing = None
         while not self._stop.wait(self.interval_s):
             try:
