@@ -154,9 +154,18 @@ batch-down:
 bench-teach: venv
 	$(BIN)/python -m benchmarks.teach_curve --other $(EXTRA) --cache $(FEATURE_CACHE)
 
-## Batch benchmark: bare forward pass vs folder-to-database pipeline vs per-image model.predict (SMALL=1: quick)
+## Batch benchmark: bare forward pass vs folder-to-database pipeline vs per-image model.predict, the pipeline on
+## 320x240 and on 4000x3000 photos, each between two forward passes (PHONE=N phone photos; SMALL=1: quick)
 bench-batch: venv
-	$(BIN)/python -m benchmarks.batch $(if $(SMALL),--images 64 --input-size 64,)
+	$(BIN)/python -m benchmarks.batch $(if $(SMALL),--images 64 --phone-images 8 --input-size 64,) \
+		$(if $(PHONE),--phone-images $(PHONE),)
+
+## Object storage (docs/batch.md#folders-in-object-storage): one worker's img/s reading photos from a loopback S3
+## (moto) vs the same photos on local disk, and listing + submitting OBJECTS small objects (time, peak RSS)
+.PHONY: bench-s3
+bench-s3: venv
+	$(BIN)/python -m benchmarks.object_store $(if $(IMAGES),--images $(IMAGES),) \
+	  $(if $(OBJECTS),--objects $(OBJECTS),)
 
 ## Inference runtimes (model/runtimes.py): bare forward img/s of every installed runtime (tf, onnx), the
 ## folder-to-database pipeline on the default runtime, the naive per-image loop and their ratios, at 224px on a

@@ -73,8 +73,10 @@ def first_k(base, order: np.ndarray, k: int) -> np.ndarray:
 
 def curve(base, n_classes: int, shots: list[int], share: float, folds: list[int], seed: int,
           apart: bool = False) -> dict:
+    from train.head import stored_fold_heads
     from train.teach import refit
 
+    parents = stored_fold_heads(base.extra)  # the parent of a held-out fold: the head fitted without it
     ood = base.extra.get("ood")
     ood = None if ood is None else ood.astype(np.float32)
     rows = {k: [] for k in shots}
@@ -85,7 +87,7 @@ def curve(base, n_classes: int, shots: list[int], share: float, folds: list[int]
             taught = first_k(base, order, k) if k else np.zeros(0, np.int64)
             start = time.monotonic()
             fitted, _, _ = refit(rest, base.features[taught], base.flip[taught], base.labels[taught],
-                                 n_classes, share=share)
+                                 n_classes, share=share, prior=parents.get(fold))
             seconds = time.monotonic() - start
             x, y = base.features[test], base.labels[test]
             top1 = float((fitted.head(x).argmax(1) == y).mean())

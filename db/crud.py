@@ -58,8 +58,10 @@ def insert_predictions(*, session: Session, rows: Iterable[dict[str, Any]]) -> N
 
 
 def record_files(*, session: Session, job_id: str, items: Iterable[Sequence[str | None]]) -> None:
-    """Record the job's images ([path, sha256] pairs) once; recording them again changes nothing."""
-    rows = [{"job_id": job_id, "path": str(p), "content_hash": h} for p, h in items]
+    """Record the job's images ([path, sha256] pairs, or [url, sha256, source_key] for objects in a store) once;
+    recording them again changes nothing."""
+    rows = [{"job_id": job_id, "path": str(item[0]), "content_hash": item[1],
+             "source_key": item[2] if len(item) > 2 else None} for item in items]
     # 3 columns a row: far below either database's parameter limit at this size.
     for start in range(0, len(rows), _ROWS_PER_INSERT * 4):
         stmt = _insert(session, JobFile).values(rows[start:start + _ROWS_PER_INSERT * 4])
@@ -95,6 +97,23 @@ def reusable_results(*, session: Session, model_version: str, hashes: Iterable[s
         )
         for h, *values in session.execute(stmt):
             found.setdefault(h, dict(zip(REUSED_COLUMNS, values, strict=True)))
+    return found
+
+
+def reusable_by_source(*, session: Session, model_version: str, keys: Iterable[str | None]
+                       ) -> dict[str, dict[str, Any]]:
+    """Stored successful results by source key (an object's URL, size and ETag at listing) for this model version:
+    the row an earlier job wrote for the same unchanged object. Each comes with that row's content_hash."""
+    wanted = sorted({k for k in keys if k})
+    found: dict[str, dict[str, Any]] = {}
+    columns = ("content_hash", *REUSED_COLUMNS)
+    for start in range(0, len(wanted), _HASHES_PER_QUERY):
+        stmt = (select(JobFile.source_key, *(getattr(Prediction, c) for c in columns))
+                .join(Prediction, (Prediction.job_id == JobFile.job_id) & (Prediction.path == JobFile.path))
+                .where(JobFile.source_key.in_(wanted[start:start + _HASHES_PER_QUERY]),
+                       Prediction.model_version == model_version, Prediction.error.is_(None)))
+        for key, *values in session.execute(stmt):
+            found.setdefault(key, dict(zip(columns, values, strict=True)))
     return found
 
 

@@ -95,6 +95,9 @@ class JobFile(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     path: Mapped[str] = mapped_column(Text, primary_key=True)
     content_hash: Mapped[str | None] = mapped_column(String(64))
+    # An object in a store: sha256 of its URL, size and ETag at listing (jobs.storage.source_key); the key under which
+    # a later job reuses this file's row without downloading it. NULL for local files (reused by content_hash).
+    source_key: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Prediction(Base):

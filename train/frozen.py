@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> dict:
     from train.crossval import scene_folds
     from train.data import scan_dataset
     from train.features import cached, split_features, view_features
-    from train.head import HeadParams, Pool, Rows, fit_calibrated, ood_figures
+    from train.head import HeadParams, Pool, Rows, fit_calibrated, fold_heads, ood_figures
 
     classes, train_split, val_split = scan_dataset(args.data, seed=args.seed)
     weights = resolve_weights(args.weights)
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     fold[ids] = pool.fold
     base = base_features(plain, np.concatenate([tr["flip"], va["flip"]]), labels, tr_paths + va_paths, fold,
                          args.studio_every, ood, args)
+    base.extra.update(fold_heads(fitted))  # the priors of a refit's folds (train.teach)
     config = BundleConfig(labels=classes, input_size=size, weights=Path(args.weights).name,
                           temperature=fitted.honesty.temperature)
     card = {"architecture": "DenseNet121", "dataset": Path(args.data).resolve().name, "classes": classes,

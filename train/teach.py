@@ -31,8 +31,8 @@ TAUGHT_SOURCE = "taught"
 FOLDS = 5  # scene folds of the taught photos, as the base set's real photos have
 # The taught photos of a class weigh, together, as much as the class's photos in the base set (each at least as
 # much as one base photo). Chosen on the k-shot curve (benchmarks/teach_curve.py --apart, 20 photos per class taught
-# from a held-out scene fold, scored on its other shots): unweighted 85.8%, 0.5 87.8%, 1 89.0%, 2 89.4%, 4 89.5%,
-# while the other folds' real photos went 70.9%, 70.8%, 70.9%, 70.6%, 70.3% (docs/training.md, teaching).
+# from a held-out scene fold, scored on its other shots; docs/training.md): with the parent's head as prior,
+# unweighted 82.3%, 1 86.0%, 2 86.2%, the other folds' real photos 71.5-71.6% throughout.
 TAUGHT_SHARE = 1.0
 
 Progress = Callable[[float, str], None]
@@ -86,11 +86,15 @@ def taught_weights(base: BaseFeatures, y: np.ndarray, n_classes: int, share: flo
 
 def refit(base: BaseFeatures, x: np.ndarray, x_flip: np.ndarray, y: np.ndarray, n_classes: int, *,
           params: HeadParams | None = None, share: float = TAUGHT_SHARE, seed: int = 1337,
-          progress: Progress | None = None) -> tuple[Fitted, BaseFeatures, np.ndarray]:
+          prior: LinearHead | None = None, progress: Progress | None = None
+          ) -> tuple[Fitted, BaseFeatures, np.ndarray]:
     """The head, temperature and unknown statistics on the base set and the taught photos' features (x, its
-    mirror x_flip, labels y). Returns the fit, the new base set (the old one and the taught photos, for the next
-    teach) and which pool entries are the photos taught now."""
+    mirror x_flip, labels y), each fit pulled towards the parent's: `prior` (its served head) for the served fit,
+    the fold heads its features.npz stores for the folds. Returns the fit, the new base set (the old one and the
+    taught photos, with this fit's fold heads, for the next teach) and which pool entries are the photos taught
+    now."""
     from train.crossval import scene_folds
+    from train.head import fold_heads, stored_fold_heads
 
     n = len(base)
     fold = scene_folds(x, y, FOLDS, seed) if len(y) else np.zeros(0, np.int64)
@@ -110,7 +114,9 @@ def refit(base: BaseFeatures, x: np.ndarray, x_flip: np.ndarray, y: np.ndarray, 
     # kind of photo taught) would otherwise raise it for everything, and let not-fruit photos through.
     pool = Pool(held, both.labels[held], both.features[held], both.folds[held],
                 sets_threshold=both.sources[held] != TAUGHT_SOURCE)
-    fitted = fit_calibrated(rows, pool, n_classes, params, progress=progress)
+    fitted = fit_calibrated(rows, pool, n_classes, params, priors=stored_fold_heads(base.extra), final_prior=prior,
+                            progress=progress)
+    both.extra.update(fold_heads(fitted))
     return fitted, both, held >= n
 
 
@@ -167,7 +173,10 @@ def teach(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, p
         config = BundleConfig.read(model_dir)
     except FileNotFoundError as exc:
         raise TeachError(str(exc)) from None
-    base = read_features(model_dir)
+    try:
+        base = read_features(model_dir)
+    except (OSError, ValueError, KeyError) as exc:
+        raise TeachError(f"{model_dir} cannot be taught: its features.npz cannot be read ({exc})") from None
     if base is None:
         raise TeachError(f"{model_dir} cannot be taught: it carries no features of its training set (features.npz); "
                          "teach a bundle made by python -m train.frozen or python -m train.teach")
@@ -195,7 +204,8 @@ def teach(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, p
     def fit_progress(fraction: float, message: str) -> None:
         report_progress(0.45 + 0.45 * fraction, message)
 
-    fitted, both, is_taught = refit(base, x, x_flip, y, len(labels), params=_params(base), progress=fit_progress)
+    fitted, both, is_taught = refit(base, x, x_flip, y, len(labels), params=_params(base), progress=fit_progress,
+                                    prior=LinearHead(dense[0], dense[1]))
     ood = base.extra.get("ood")
     after = figures(fitted, is_taught, None if ood is None else ood.astype(np.float32))
     report_progress(0.92, "writing the new bundle")
@@ -207,7 +217,7 @@ def teach(model_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, p
             "taught": {"photos": taught, "new_classes": new_classes, "skipped_unreadable": len(bad),
                        "weight_share": TAUGHT_SHARE, "before": before, "after": after},
             "teach_figures": after}
-    for stale in ("metrics", "cross_validation"):  # the parent's figures: not this model's
+    for stale in ("metrics", "cross_validation", "features", "previous_version"):  # the parent's: not this model's
         card.pop(stale, None)
     new_config = BundleConfig(labels=labels, input_size=config.input_size, weights=config.weights,
                               temperature=fitted.honesty.temperature, parent_version=config.model_version)

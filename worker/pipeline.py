@@ -10,7 +10,6 @@ several chunks (`process_chunks`), so the next chunk's first batch is decoded wh
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -20,17 +19,17 @@ from sqlalchemy.orm import Session
 
 from db import crud
 from jobs.failure import worker_name
+from jobs.storage import read_sources
 from model.predict import BATCH_SIZE, TOP_K
 
 log = logging.getLogger(__name__)
 
-Item = Sequence[str | None]  # (absolute path, sha256 hex or None), as it travels in a task message (JSON)
+Item = Sequence[str | None]  # (absolute path or URL, sha256 hex or None), as it travels in a task message (JSON)
 
 # Decoded batches the reader may hold ahead of the network. 2: the next batch is always ready when the network
 # finishes one, and at most 2 x 32 x 128 x 128 x 3 float32 (12 MB at the shipped size) waits in memory.
 AHEAD = 2
 _END = object()  # the reader's mark after the last batch of a chunk
-DECODE = os.environ.get("PIPELINE_DECODE", "pool")  # EXPERIMENT
 
 
 class ChunkReader:
@@ -38,6 +37,13 @@ class ChunkReader:
 
     `next_chunk()` yields the next chunk's batches as `Classifier.preprocess` gives them ((batch, errors)), or
     the exception that preprocessing raised. Use it as a context manager: leaving stops the thread.
+
+    Why this shape, measured with `make bench-batch`'s workers on 2 cores at the shipped 128 px (docs/batch.md,
+    "Benchmark"): the reader hands each batch to the core's decoding pool (`model.images.load_images`, 4 threads),
+    and the network keeps ONNX Runtime's 2 intra-op threads. Decoding one image at a time in the reader instead
+    gave 0.28x of the forward pass on phone photos against 0.40x; 1 intra-op thread (the other core left to
+    decoding) gave 0.57x on small photos against 0.91x. Decoding is CPU work that shares the same 2 cores, so
+    overlap only fills the network's idle moments: the pipeline cannot beat decoding and the network taking turns.
     """
 
     def __init__(self, classifier, chunks: Sequence[Sequence[Item]], batch_size: int = BATCH_SIZE,
@@ -48,19 +54,12 @@ class ChunkReader:
         self._thread = threading.Thread(target=self._run, name="chunk-reader", daemon=True)
         self._thread.start()
 
-    def _decode(self, paths: list[str]):
-        if DECODE == "serial":  # EXPERIMENT
-            import numpy as np
-            parts = [self._classifier.preprocess([p]) for p in paths]
-            return np.concatenate([b for b, _ in parts]), [e for _, es in parts for e in es]
-        return self._classifier.preprocess(paths)
-
     def _run(self) -> None:
         for chunk in self._chunks:
-            paths = [str(p) for p, _ in chunk]
+            paths = [str(item[0]) for item in chunk]
             for start in range(0, len(paths), self._size):
                 try:
-                    decoded = self._decode(paths[start:start + self._size])
+                    decoded = fetch_and_decode(self._classifier.preprocess, paths[start:start + self._size])
                 except Exception as exc:  # noqa: BLE001 - handed to the consumer, who redoes the chunk
                     decoded = exc
                 if not self._put(decoded):
@@ -78,7 +77,16 @@ class ChunkReader:
         return False
 
     def next_chunk(self) -> Iterator[Any]:
-        while (item := self._queue.get()) is not _END:
+        """The next chunk's decoded batches; read it to the end before asking for the chunk after it."""
+        while True:
+            try:
+                item = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._thread.is_alive():
+                    continue
+                raise RuntimeError("the decoding thread ended before its chunks did") from None
+            if item is _END:
+                return
             yield item
 
     def close(self) -> None:
@@ -90,6 +98,18 @@ class ChunkReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def fetch_and_decode(decode: Callable[[list], Any], paths: list[str]):
+    """`decode` (Classifier.preprocess) of a batch whose store URLs are read here first (`jobs.storage`): an object
+    that cannot be read (gone, empty, access denied, too large) gets its reason as its error, in its place."""
+    sources = read_sources(paths)
+    failed = {i: str(s) for i, s in enumerate(sources) if isinstance(s, Exception)}
+    if not failed:
+        return decode(sources)
+    batch, errors = decode([s for s in sources if not isinstance(s, Exception)])
+    rest = iter(errors)
+    return batch, [failed[i] if i in failed else next(rest) for i in range(len(sources))]
 
 
 def _row(path: str, content_hash: str | None, prediction) -> dict[str, Any]:
@@ -146,7 +166,10 @@ def _predict_one(classifier, path: str, top_k: int):
     from model.predict import Prediction
 
     try:
-        return classifier.predict([path], top_k=top_k)[0]
+        source = read_sources([path])[0]
+        if isinstance(source, Exception):
+            return Prediction(error=str(source), model_version=classifier.model_version)
+        return classifier.predict([source], top_k=top_k)[0]
     except Exception as exc:  # noqa: BLE001 - one file's failure becomes that file's error row
         return Prediction(error=f"unreadable: {type(exc).__name__}: {exc}", model_version=classifier.model_version)
 

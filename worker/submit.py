@@ -1,11 +1,13 @@
 """Submit a folder for batch classification on the workers, resume a job, or watch one; prints the job id.
 
     python -m worker.submit DIR [--recursive] [--model BUNDLE] [--wait]
+    python -m worker.submit s3://BUCKET/PREFIX --recursive --wait      (any fsspec URL: gs://, az://, ...)
     python -m worker.submit --resume JOB_ID [--wait]
     python -m worker.submit --wait JOB_ID
 
 Scans the folder, records a job and its files, reuses stored results of files whose content (sha256) was
-already classified by the same model version, sends the rest to the workers in chunks and prints the job id.
+already classified by the same model version (objects in a store: the same object unchanged, by its ETag),
+sends the rest to the workers in chunks and prints the job id.
 `--resume JOB_ID` queues again the files of a job that have no row (the workers also do it by themselves for a
 stalled job); `--wait JOB_ID` watches a job that runs already, queuing nothing. Exit status: 0 done, 1 the job
 failed, 2 an error before it ran, 130 stopped waiting (the job goes on). The Python API is `jobs.submit`.
@@ -20,6 +22,7 @@ from pathlib import Path
 import cli
 from jobs.fleet import watch_job
 from jobs.progress import print_summary
+from jobs.storage import is_url
 from jobs.submit import SubmitError, existing_job, resume_job, submit_folder
 from worker.broker import RedisBroker
 
@@ -29,11 +32,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     settings = get_settings()
     parser = cli.parser("python -m worker.submit", __doc__)
-    parser.add_argument("folder", nargs="?", help="folder of images")
+    parser.add_argument("folder", nargs="?",
+                        help="folder of images, or a store URL (s3://bucket/prefix, gs://..., any fsspec URL; "
+                             "credentials and endpoint from the store's variables, e.g. AWS_ENDPOINT_URL)")
     parser.add_argument("--resume", metavar="JOB_ID", help="queue again the files of this job that have no row")
     parser.add_argument("--recursive", "-r", action="store_true", help="include subfolders")
     parser.add_argument("--model", default=settings.model_dir, metavar="BUNDLE",
-                        help="model bundle folder (default: env MODEL_DIR, else the shipped model)")
+                        help="model bundle folder or URL (s3://.../bundle: fetched once per host into a cache) "
+                             "(default: env MODEL_DIR, else the shipped model)")
     parser.add_argument("--wait", nargs="?", const=True, default=False, metavar="JOB_ID",
                         help="show progress until the job ends, then a summary; with a JOB_ID alone, watch that job "
                              "without queuing anything (exit 0 done, 1 failed)")
@@ -46,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cli.add_redis_url(parser, settings)
     args = parser.parse_args(argv)
     args.attach = args.wait if isinstance(args.wait, str) else None
-    if args.attach is not None and args.folder is None and args.resume is None and Path(args.attach).is_dir():
+    folder_after_wait = args.attach is not None and (Path(args.attach).is_dir() or is_url(args.attach))
+    if folder_after_wait and args.folder is None and args.resume is None:
         args.folder, args.attach = args.attach, None  # `--wait DIR`: the folder came after the flag
     if args.attach is not None and (args.folder or args.resume):
         parser.error("--wait JOB_ID watches an existing job: give no folder and no --resume with it")

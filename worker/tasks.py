@@ -61,11 +61,13 @@ class ClassifierTask(Task):
         with self._lock:
             loaded = ClassifierTask._loaded
             if loaded is None or loaded[0] != os.getpid() or loaded[1] != model_dir:
+                from jobs.storage import local_bundle
                 from model.predict import load_classifier
 
                 enable_gpu_memory_growth()
                 log.info("loading classifier from %s (pid %d)", model_dir, os.getpid())
-                clf = load_classifier(model_dir, **get_settings().classifier_options())
+                # A bundle URL (`--model s3://...`) is fetched once per host into the cache keyed by model_version.
+                clf = load_classifier(local_bundle(model_dir), **get_settings().classifier_options())
                 ClassifierTask._loaded = loaded = (os.getpid(), model_dir, clf)
             return loaded[2]
 

@@ -158,3 +158,22 @@ def test_local_weights_file_is_loaded(tmp_path):
     model = build_model(2, TINY_SIZE, weights=str(path))
     for a, b in zip(base_of(model).weights, base_of(donor).weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_a_phone_photo_decoded_at_reduced_scale_gets_the_predictions_of_a_full_decode(tmp_path, shipped_bundle,
+                                                                                       classifier_options):
+    """A 12 MP JPEG is decoded at 1/8 scale (libjpeg's DCT scaling, `model.images`): several times faster, and the
+    shipped model's answer is that of the full-size decode resized the same way (within 0.05 of each probability)."""
+    from tests.helpers import ROOT
+
+    clf = load_classifier(shipped_bundle, **classifier_options)
+    rng = np.random.default_rng(0)
+    for source in ("banana/grocery__Banana__Banana_001.jpg", "apple/fruits360__apple_golden_1__r0_74.jpg"):
+        photo = Image.open(ROOT / "examples" / source).convert("RGB").resize((4000, 3000), Image.BICUBIC)
+        noisy = np.asarray(photo, np.int16) + rng.normal(0, 6, (3000, 4000, 3)).astype(np.int16)
+        path = tmp_path / "phone.jpg"
+        Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, quality=90)
+        full = np.asarray(Image.open(path).convert("RGB").resize((clf.input_size,) * 2, Image.BILINEAR))
+        reduced, whole = clf.predict_probs([path, full])
+        assert reduced.argmax() == whole.argmax() and np.abs(reduced - whole).max() < 0.05, (reduced, whole)

@@ -185,3 +185,18 @@ def test_display_copy_comes_from_the_same_decode_as_the_model_input(tmp_path, ba
         if kind in ("empty", "not_an_image", "too_large"):  # what the header already shows
             with pytest.raises(ImageError):
                 image_size(path)
+
+
+def test_a_big_jpeg_decoded_at_reduced_scale_is_the_full_decode_resized(tmp_path):
+    """The model input of a big JPEG comes from a 1/8-scale decode (`Image.draft`): within a grey level or so of the
+    full-size decode resized the same way, pixel by pixel, on a noisy photo as on a smooth one."""
+    yy, xx = np.mgrid[0:1500, 0:2000]
+    smooth = np.stack([xx * 255 // 1999, yy * 255 // 1499, (xx + yy) * 255 // 3498], axis=-1)
+    noise = np.random.default_rng(0).normal(0, 12, smooth.shape)
+    for pixels in (smooth, smooth + noise):
+        path = tmp_path / "big.jpg"
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        full = np.asarray(Image.open(path).convert("RGB").resize((64, 64), Image.BILINEAR), dtype=int)
+        reduced = load_image(path, 64).astype(int)
+        assert np.abs(reduced - full).mean() < 1 and np.abs(reduced - full).max() <= 8
+        assert load_image_for_display(path, 64, 2000)[1].shape == (188, 250, 3)  # decoded at 1/8: 250x188

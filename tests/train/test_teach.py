@@ -70,6 +70,7 @@ def test_teach_adds_a_class_with_a_new_version_and_refitted_unknown_statistics(t
     base = read_features(report.out_dir)
     assert len(base) == len(read_features(teachable_bundle)) + 7  # the next teach starts from these
     assert (base.sources == "taught").sum() == 7
+    assert base.extra["fold_kernels"].shape[1:] == (detector.means.shape[1], 4)  # the next teach's fold priors
     card = read_card(report.out_dir)
     assert card["parent_version"] == parent.model_version and card["taught"]["photos"] == report.taught
     assert {"taught_top1", "base_cv_top1"} <= set(report.before) | set(report.after)
@@ -78,6 +79,18 @@ def test_teach_adds_a_class_with_a_new_version_and_refitted_unknown_statistics(t
     assert clf.labels == config.labels and clf.temperature == pytest.approx(config.temperature)
     fractions = [f for f, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(calls) > 5
+
+
+def test_a_taught_bundle_can_be_taught_again(taught, tmp_path):
+    """Its features.npz carries the taught photos and its fold heads: the next teach refits from them."""
+    from model.bundle import BundleConfig
+    from train.teach import teach
+
+    report, _ = taught
+    write_good_images(tmp_path / "photos" / "kiwi", 2, seed=300)
+    again = teach(report.out_dir, tmp_path / "photos", tmp_path / "again")
+    assert again.parent_version == report.model_version and again.new_classes == []
+    assert BundleConfig.read(tmp_path / "again").labels == [*TINY_LABELS, "kiwi"]
 
 
 def test_an_unreadable_photo_is_skipped_and_counted(taught):

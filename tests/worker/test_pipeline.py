@@ -141,14 +141,93 @@ def test_one_failing_file_does_not_fail_its_chunk(good_images, tiny_classifier, 
 
     good = good_images(3)
     items = [[str(p), None] for p in good]
-    real = type(tiny_classifier).iter_predict
+    real = type(tiny_classifier).preprocess
 
-    def flaky(self, images, **kw):
-        if len(images) > 1 or images[0].endswith("0001.png"):
+    def flaky(self, images, *args, **kw):
+        if len(images) > 1 or str(images[0]).endswith("0001.png"):
             raise OSError("device went away")
-        return real(self, images, **kw)
+        return real(self, images, *args, **kw)
 
-    monkeypatch.setattr(type(tiny_classifier), "iter_predict", flaky)
+    monkeypatch.setattr(type(tiny_classifier), "preprocess", flaky)
     rows = pipeline.classify_items(tiny_classifier, items)
     assert [bool(r["error"]) for r in rows] == [False, True, False]
     assert "device went away" in rows[1]["error"]
+
+
+def _stored(sessions, job_id: str) -> list[tuple]:
+    from sqlalchemy import select
+
+    from db.models import Prediction
+
+    with sessions() as session:
+        rows = session.scalars(select(Prediction).where(Prediction.job_id == job_id)).all()
+        return sorted((r.path, r.content_hash, r.label, r.confidence, r.top_k, r.error) for r in rows)
+
+
+@pytest.mark.slow
+def test_prefetching_writes_the_rows_of_one_chunk_at_a_time(tmp_path, tiny_classifier, good_images, bad_images,
+                                                              monkeypatch):
+    """`process_chunks` (the next chunk decoded while this one runs the network and is stored) writes exactly the
+    rows of the core's `predict` run on each chunk alone, bad files included: every file of the job one row. A file
+    that fails a whole batch (an error the core does not wrap) still costs only its own row, and no decoding thread
+    outlives the call."""
+    import threading
+
+    from db import crud
+    from db.content_hash import hash_files
+    from db.migrate import upgrade
+    from db.session import session_factory
+    from jobs.submit import chunked
+    from worker.pipeline import classify_items, process_chunks
+
+    more = good_images(4, "in", prefix="more", seed=50)
+    files = [str(p) for p in good_images(7, "in") + list(bad_images("in").values()) + more]
+    items = [[p, h] for p, h in zip(files, hash_files(files), strict=True)]
+    chunks = chunked(items, 5)  # 16 files: batches of 3, 2 within each chunk, a bad file in most batches
+    expected = sorted(
+        (p, h, pred.label, pred.confidence, [[k, c] for k, c in pred.top_k] if pred.top_k else None, pred.error)
+        for chunk in chunks
+        for (p, h), pred in zip(chunk, tiny_classifier.predict([p for p, _ in chunk], top_k=2, batch_size=3),
+                                strict=True))
+    assert sum(e[-1] is not None for e in expected) == 5 and len(expected) == len(files)
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    upgrade(url)
+    sessions = session_factory(url)
+    with sessions() as session, session.begin():
+        crud.upsert_model(session=session, version=tiny_classifier.model_version, labels=tiny_classifier.labels,
+                          input_size=32)
+        for job_id in ("chunks", "culprit"):
+            crud.create_job(session=session, job_id=job_id, folder=str(tmp_path), recursive=False, model_dir="m",
+                            model_version=tiny_classifier.model_version, total=len(items))
+    done = []
+    assert process_chunks(sessions=sessions, classifier=tiny_classifier, job_id="chunks", chunks=chunks, top_k=2,
+                          batch_size=3, after_chunk=done.append) == len(items)
+    assert done == [5, 10, 15, 16]
+    assert _stored(sessions, "chunks") == expected
+    # The one-chunk-per-task path (a Celery task) gives the same rows.
+    rows = [r for chunk in chunks for r in classify_items(tiny_classifier, chunk, top_k=2, batch_size=3)]
+    assert sorted((r["path"], r["content_hash"], r["label"], r["confidence"], r["top_k"], r["error"])
+                  for r in rows) == expected
+
+    culprit = files[12]  # a good file, in the third chunk
+    real = type(tiny_classifier).preprocess
+
+    def flaky(self, images, *args, **kw):
+        if culprit in map(str, images):
+            raise OSError("device went away")
+        return real(self, images, *args, **kw)
+
+    monkeypatch.setattr(type(tiny_classifier), "preprocess", flaky)
+    process_chunks(sessions=sessions, classifier=tiny_classifier, job_id="culprit", chunks=chunks, top_k=2,
+                   batch_size=3)
+    stored = {row[0]: row for row in _stored(sessions, "culprit")}
+    assert len(stored) == len(files) and "device went away" in stored[culprit][-1]
+    # The culprit's chunk is redone image by image: batches of one, whose floats may differ in the last digits.
+    redone = {p for p, _ in chunks[2]}
+    assert sorted(stored[e[0]] for e in expected if e[0] not in redone) == [e for e in expected if e[0] not in redone]
+    for e in expected:
+        if e[0] in redone - {culprit}:
+            assert stored[e[0]][2] == e[2] and stored[e[0]][5] == e[5], (stored[e[0]], e)
+            assert e[3] is None or stored[e[0]][3] == pytest.approx(e[3], abs=1e-5)
+    assert not [t for t in threading.enumerate() if t.name == "chunk-reader"]
