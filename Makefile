@@ -100,13 +100,13 @@ probe-fruits: venv
 
 # Also measured against step 2 (not shipped): two-phase fine-tuning of the whole distilled backbone
 train-fruits: venv
-	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) \
+	$(BIN)/python -m train --fine-tune --data $(FRUITS) --extra-data $(EXTRA) \
 	  --weights $(BACKBONE) --input-size $(INPUT_SIZE) --epochs 10 --head-epochs 2 \
 	  --fine-tune-from conv1 --fine-tune-lr 1e-4 --out $(FRUITS_RUN) $(if $(RESUME),--resume,)
 
 # The first shipped recipe, for comparison: DenseNet121 from scratch
 train-fruits-scratch: venv
-	$(BIN)/python -m train --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
+	$(BIN)/python -m train --fine-tune --data $(FRUITS) --extra-data $(EXTRA) --weights none --input-size 64 \
 	  --epochs 17 --out runs/fruits-64 $(if $(RESUME),--resume,)
 
 # Copy the probe bundle and the distillation stages' cards and curves into the shipped bundle folder

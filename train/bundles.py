@@ -25,9 +25,11 @@ def head_model(n_classes: int, input_size: int, *, weights_file: str | None = No
     return keras.Model(parent.inputs, probs, name=parent.name)
 
 
-def write_head_bundle(out: Path, model, config, fitted, base, card: dict, val: tuple | None = None) -> str:
+def write_head_bundle(out: Path, model, config, fitted, base, card: dict, val: tuple | None = None,
+                      report_dir: Path | None = None) -> str:
     """Write the bundle; `fitted` is train.head.Fitted, `base` train.features.BaseFeatures, `val` the val photos'
-    (features, labels, paths) for metrics.json, report.txt and the confusion matrix. Returns the model_version."""
+    (features, labels, paths) for metrics.json, report.txt and the confusion matrix, written to `report_dir`
+    (default: the bundle folder). Returns the model_version."""
     from model.bundle import save_bundle
     from model.calibration import softmax
     from train.calibrate import write_honesty
@@ -42,7 +44,9 @@ def write_head_bundle(out: Path, model, config, fitted, base, card: dict, val: t
     if val is not None and len(val[1]):
         x, y, paths = val
         probs = softmax(fitted.head(x), config.temperature)  # the network's logits are this head on these features
-        card["metrics"] = card_metrics(write_evaluation(out, y, probs, config.labels, [str(p) for p in paths]))
+        report_dir = Path(report_dir or out)
+        report_dir.mkdir(parents=True, exist_ok=True)
+        card["metrics"] = card_metrics(write_evaluation(report_dir, y, probs, config.labels, [str(p) for p in paths]))
     save_bundle(model, out, config, card)
     version = write_honesty(out, fitted.honesty, fitted.oof.logits["none"], fitted.oof.y)
     write_features(out, base)

@@ -5,19 +5,21 @@ runs on its own, on any bundle, to refit both.
 
     python -m train.calibrate --model runs/fruits-probe --data ../shared/datasets/fruits [--sources grocery]
 
-- **Temperature** (model.calibration): fitted on held-out photos the head never trained on: DIR/val, or only
-  the val photos of the given `--sources` (file names `<source>__...`; e.g. the real store photos, since studio
-  shots are all right and would sharpen it). The frozen-backbone recipes (train.head) pass out-of-fold logits
-  of 5-fold scene cross-validation instead, which sees every labelled real photo.
-- **Unknown statistics** (model.unknown): class means and a shared covariance of the pooled features of
-  DIR/train; the threshold keeps `--keep-rate` of the held-out photos' scores (train.head: of held-out scenes').
+Temperature (model.calibration): fitted on held-out photos the head never trained on: DIR/val, or only the val
+photos of the given --sources (file names `<source>__...`; e.g. the real store photos, since studio shots are all
+right and would sharpen it); its ECE cross-validated over scene folds of those photos (each fold's at a
+temperature fitted on the others). The frozen-backbone recipes (train.head) pass out-of-fold logits of 5-fold
+scene cross-validation instead, which sees every labelled real photo.
+
+Unknown statistics (model.unknown): class means and a shared covariance of the pooled features of DIR/train; the
+threshold keeps --keep-rate of the held-out photos' scores (train.head: of held-out scenes').
+
 Both go into the bundle (config.json's `temperature`, `unknown.npz`), the card gets their figures, and the
 bundle folder a reliability diagram (`reliability.png`). The bundle's model_version changes with them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from model.unknown import UnknownDetector, fit_unknown
 from train.metrics import expected_calibration_error, source_of
 
 KEEP_RATE = 0.95  # the share of known photos the unknown threshold is set to pass
+FOLDS = 5  # scene folds of the cross-validated ECE
 SHRINKAGE = 0.1  # covariance shrinkage of the unknown statistics (model.unknown.fit_unknown)
 RELIABILITY_FILE = "reliability.png"
 
@@ -139,15 +142,16 @@ def calibrate_bundle(bundle_dir: str | Path, data_dir: str | Path, *, sources: l
     from train.data import scan_dataset
 
     _, train_split, val_split = scan_dataset(data_dir, val_fraction, seed)
-    return calibrate_splits(bundle_dir, train_split, val_split, sources=sources, keep_rate=keep_rate)
+    return calibrate_splits(bundle_dir, train_split, val_split, sources=sources, keep_rate=keep_rate, seed=seed)
 
 
 def calibrate_splits(bundle_dir: str | Path, train_split, val_split, *, sources: list[str] | None = None,
-                     keep_rate: float = KEEP_RATE) -> dict:
+                     keep_rate: float = KEEP_RATE, seed: int = 1337) -> dict:
     """`calibrate_bundle` on given splits (train.data.Split; labels index the dataset's classes, which are the
     bundle's labels in order)."""
     from model.bundle import BundleConfig, load_keras_model
     from model.predict import Classifier
+    from train.crossval import scene_folds
 
     bundle = Path(bundle_dir)
     config = BundleConfig.read(bundle)
@@ -162,20 +166,36 @@ def calibrate_splits(bundle_dir: str | Path, train_split, val_split, *, sources:
     if not len(val_labels) or not mask.any():
         raise ValueError(f"no val photos{' of source ' + ', '.join(sources) if sources else ''} to calibrate on")
     detector = fit_unknown(train_features, train_labels, len(classifier.labels), SHRINKAGE)
+    # The ECE of a new visit: each scene fold's photos (look-alike shots together) at a temperature fitted on the
+    # other folds (random folds would put a shot's twins on both sides).
+    folds = scene_folds(val_features[mask], val_labels[mask], FOLDS, seed)
     honesty = fit_honesty(val_logits[mask], val_labels[mask], detector.score(val_features[mask]), detector,
-                          keep_rate)
+                          keep_rate, folds=folds)
+    honesty.report["folds_by"] = "scenes"
     write_honesty(bundle, honesty, val_logits[mask], val_labels[mask])
     return honesty.report
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m train.calibrate", description=__doc__.strip().split("\n")[0])
-    p.add_argument("--model", required=True, help="bundle folder (changed in place)")
-    p.add_argument("--data", required=True, help="the dataset: DIR/train/<class>/* and DIR/val/<class>/*")
-    p.add_argument("--sources", nargs="*", help="fit the temperature and threshold on these val sources only")
-    p.add_argument("--keep-rate", type=float, default=KEEP_RATE)
+    from train.cli import parser
+
+    p = parser("python -m train.calibrate", __doc__)
+    p.add_argument("--model", required=True, metavar="DIR", help="bundle folder (changed in place)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="the dataset: DIR/train/<class>/* and DIR/val/<class>/*, or DIR/<class>/* (split by "
+                        "--val-split as python -m train splits it)")
+    p.add_argument("--sources", nargs="*", metavar="SOURCE",
+                   help="fit the temperature and threshold on the val photos of these sources only (file names "
+                        "<source>__...; default: every val photo)")
+    p.add_argument("--keep-rate", type=float, default=KEEP_RATE,
+                   help="share of the val photos the unknown threshold passes (default %(default)s)")
+    p.add_argument("--val-split", type=float, default=0.2,
+                   help="share of each class held out when DIR has no train/ + val/ folders (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1337, help="seed of that split and of the scene folds "
+                   "(default %(default)s)")
     args = p.parse_args(argv)
-    return calibrate_bundle(args.model, args.data, sources=args.sources, keep_rate=args.keep_rate)
+    return calibrate_bundle(args.model, args.data, sources=args.sources, keep_rate=args.keep_rate,
+                            val_fraction=args.val_split, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -136,17 +136,22 @@ def cached(cache_dir: str | Path | None, key: str, compute: Callable[[], dict]) 
 
 
 def split_features(embed: Embed, paths: Sequence[Path], labels: Sequence[int], size: int, *, views: int = 0,
-                   min_area: float = 0.25, seed: int = 1337, batch_size: int = 64) -> dict:
-    """Features of every readable photo of a split: `features` and `flip` (its mirror), `labels`, `paths` (str),
-    and with `views` that many augmented views per photo (train.views: crop, flip, colour; the probe's recipe)
-    as `views`, `view_labels` and `view_owner` (row index of the photo each came from)."""
+                   min_area: float = 0.25, seed: int = 1337, batch_size: int = 64, mirror: bool = True,
+                   desc: str = "features") -> dict:
+    """Features of every readable photo of a split: `features` and (with `mirror`) `flip`, its mirror image's,
+    `labels`, `paths` (str), and with `views` that many augmented views per photo (train.views: crop, flip,
+    colour; the probe's recipe) as `views`, `view_labels` and `view_owner` (row index of the photo each came from).
+    A progress bar with its ETA (`desc`) follows the forward passes."""
     from tqdm import tqdm
 
     images, kept, _ = decode_photos(list(paths), size)
     y = np.asarray(labels)[kept]
-    with tqdm(total=2 * len(images) + views * len(images), desc="features", unit="img", leave=False) as bar:
-        plain, flip = image_features(embed, images, batch_size, bar.update)
-        out = {"features": plain, "flip": flip, "labels": y, "paths": np.asarray([str(paths[i]) for i in kept])}
+    with tqdm(total=(1 + mirror + views) * len(images), desc=desc, unit="img") as bar:
+        out = {"labels": y, "paths": np.asarray([str(paths[i]) for i in kept])}
+        if mirror:
+            out["features"], out["flip"] = image_features(embed, images, batch_size, bar.update)
+        else:
+            out["features"] = in_batches(embed, images, batch_size, bar.update)
         if views:
             out.update(view_features([paths[i] for i in kept], y, embed, size, views, min_area, seed, batch_size,
                                      bar.update))

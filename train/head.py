@@ -30,6 +30,9 @@ from train.calibrate import SHRINKAGE, Honesty, fit_honesty
 from train.crossval import OutOfFold
 
 Progress = Callable[[float, str], None]
+# `trace(step, head, loss, accuracy)`: the head after `step` updates, with its weighted cross-entropy and accuracy
+# on the rows it fits (what `python -m train` draws as the head fit's curves).
+Trace = Callable[[int, "LinearHead", float, float], None]
 # The share of held-out-scene photos the unknown threshold keeps. A held-out scene (a cluster of look-alike shots
 # none of which the detector saw) is farther than a new visit to the same stores: on the shipped model the threshold
 # that keeps 70% of them flags 1.6% of the val split's visit and 85% of not-fruit store photos, where keeping 95% of
@@ -59,11 +62,12 @@ class LinearHead:
 
 def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, steps: int = 500, lr: float = 0.05,
                 *, sample_weight: np.ndarray | None = None, prior: LinearHead | None = None,
-                prior_l2: float | None = None) -> LinearHead:
+                prior_l2: float | None = None, trace: Trace | None = None, trace_every: int = 10) -> LinearHead:
     """Full-batch multinomial logistic regression (Adam with a cosine-decayed rate, L2) on standardized features.
     `sample_weight`: each row's share of the loss (relative; normalised to a weighted mean). `prior`: a head on
     the same features for the first classes (new classes start at zero): the fit starts from it and its L2
-    (`prior_l2`, default `l2`) pulls towards it instead of towards zero."""
+    (`prior_l2`, default `l2`) pulls towards it instead of towards zero. `trace` is called every `trace_every`
+    steps, and after the last one."""
     # float32 throughout: a float64 weight matrix would copy the whole feature matrix to float64 every step.
     x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64)
@@ -89,14 +93,30 @@ def fit_softmax(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-3, 
         logits = z @ w + b
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
+        if trace is not None and (t - 1) % trace_every == 0:
+            _trace(trace, t - 1, w, b, mean, std, p, y, sw)
         err = (p - onehot) * sw[:, None]
         grads = [z.T @ err + l2 * (w - w0), err.sum(0)]
         for i, (param, g) in enumerate(zip((w, b), grads, strict=True)):
             m[i] = 0.9 * m[i] + 0.1 * g
             v[i] = 0.999 * v[i] + 0.001 * g * g
             param -= rate * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
-    # The standardization folded into the weights: a plain Dense layer on the raw pooled features.
+    if trace is not None:
+        logits = z @ w + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        _trace(trace, steps, w, b, mean, std, p / p.sum(1, keepdims=True), y, sw)
+    return _raw_head(w, b, mean, std)
+
+
+def _raw_head(w: np.ndarray, b: np.ndarray, mean: np.ndarray, std: np.ndarray) -> LinearHead:
+    """The standardization folded into the weights: a plain Dense layer on the raw pooled features."""
     return LinearHead(kernel=w / std[:, None], bias=b - (mean / std) @ w)
+
+
+def _trace(trace: Trace, step: int, w, b, mean, std, p: np.ndarray, y: np.ndarray, sw: np.ndarray) -> None:
+    loss = float(-(sw * np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))).sum())
+    accuracy = float((sw * (p.argmax(1) == y)).sum())
+    trace(step, _raw_head(w.copy(), b.copy(), mean, std), loss, accuracy)
 
 
 @dataclass
@@ -138,10 +158,12 @@ class Fitted:
 
 def fit_calibrated(rows: Rows, pool: Pool, n_classes: int, params: HeadParams | None = None, *,
                    final_rows: Rows | None = None, priors: dict[int, LinearHead] | None = None,
-                   final_prior: LinearHead | None = None, progress: Progress | None = None) -> Fitted:
+                   final_prior: LinearHead | None = None, progress: Progress | None = None,
+                   trace: Trace | None = None) -> Fitted:
     """The served head and unknown statistics on every row (or on `final_rows`, e.g. without the photos kept for
     a val report), calibrated on the pool's out-of-fold answers. `priors`: per fold, a head that never saw that
-    fold (the parent's fold heads) to pull each fold's fit towards; `final_prior` the served head's."""
+    fold (the parent's fold heads) to pull each fold's fit towards; `final_prior` the served head's. `trace`
+    follows the served head's fit (fit_softmax)."""
     params = params or HeadParams()
     folds = [int(k) for k in np.unique(pool.fold)]
     logits = np.zeros((len(pool.y), n_classes), np.float32)
@@ -157,7 +179,7 @@ def fit_calibrated(rows: Rows, pool: Pool, n_classes: int, params: HeadParams | 
         heads.append(head), detectors.append(detector)
     if progress is not None:
         progress(len(folds) / (len(folds) + 1), "fitting the head on every photo")
-    head, detector = _fit(rows if final_rows is None else final_rows, n_classes, params, final_prior)
+    head, detector = _fit(rows if final_rows is None else final_rows, n_classes, params, final_prior, trace)
     oof = OutOfFold(pool.fold, pool.y, {"none": logits}, {"none": scores})
     sets = np.ones(len(pool.y), bool) if pool.sets_threshold is None else pool.sets_threshold
     honesty = fit_honesty(logits, pool.y, scores[sets], detector, params.keep_rate, folds=pool.fold)
@@ -170,10 +192,10 @@ def fit_calibrated(rows: Rows, pool: Pool, n_classes: int, params: HeadParams | 
     return Fitted(head, honesty.detector, honesty, oof, heads, detectors, sets)
 
 
-def _fit(rows: Rows, n_classes: int, params: HeadParams, prior: LinearHead | None = None
-         ) -> tuple[LinearHead, UnknownDetector]:
+def _fit(rows: Rows, n_classes: int, params: HeadParams, prior: LinearHead | None = None,
+         trace: Trace | None = None) -> tuple[LinearHead, UnknownDetector]:
     head = fit_softmax(rows.x, rows.y, n_classes, params.l2, params.steps, params.lr, sample_weight=rows.weight,
-                       prior=prior, prior_l2=params.prior_l2)
+                       prior=prior, prior_l2=params.prior_l2, trace=trace)
     return head, fit_unknown(rows.x, rows.y, n_classes, params.shrinkage)
 
 

@@ -1,4 +1,8 @@
-"""Training curves and confusion matrices as PNG files (matplotlib, headless)."""
+"""Training curves and confusion matrices as PNG files (matplotlib, headless); as a command, one curve of a run
+continued in stages (a distillation continued with --init), numbered on after each other.
+
+    python -m train.plots --stages runs/distill-a/history.csv runs/distill-b/history.csv --out loss.png
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ def _pyplot():
     return plt
 
 
-def _save(plt, fig, ax, ylabel: str, title: str, out: str | Path) -> None:
+def _save(plt, fig, ax, ylabel: str, title: str, out: str | Path, xlabel: str = "epoch") -> None:
     """The finish every per-epoch plot shares: labels, grid, legend, PNG."""
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -36,15 +40,18 @@ def read_history(csv_path: str | Path) -> dict[str, list[float]]:
     return {key: [float(r[key]) for r in rows if r.get(key) not in missing] for key in (rows[0] if rows else {})}
 
 
-def plot_curve(history: dict[str, list[float]], metric: str, out: str | Path, title: str) -> None:
-    """Train vs val curve for one metric (as in the seed: accuracy.png and loss.png)."""
+def plot_curve(history: dict[str, list[float]], metric: str, out: str | Path, title: str, x: str = "epoch") -> None:
+    """Train vs val curve for one metric (as in the seed: accuracy.png and loss.png): per epoch (numbered from 1),
+    or against another column of the history (`x`, e.g. the head fit's `step`)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    epochs = np.arange(1, len(history.get(metric, [])) + 1)
-    ax.plot(epochs, history.get(metric, []), "o-", label=f"train {metric}")
+    n = len(history.get(metric, []))
+    xs = np.arange(1, n + 1) if x == "epoch" else np.asarray(history[x][:n])
+    style = "-" if n > 30 else "o-"  # a marker per point only where there are few
+    ax.plot(xs, history.get(metric, []), style, label=f"train {metric}")
     if history.get(f"val_{metric}"):
-        ax.plot(epochs, history[f"val_{metric}"], "s-", label=f"val {metric}")
-    _save(plt, fig, ax, metric, title, out)
+        ax.plot(xs, history[f"val_{metric}"], style.replace("o", "s"), label=f"val {metric}")
+    _save(plt, fig, ax, metric, title, out, xlabel=x)
 
 
 def plot_series(history: dict[str, list[float]], keys: list[str], out: str | Path, title: str, ylabel: str) -> None:
@@ -113,16 +120,20 @@ def plot_confusion(cm: np.ndarray, labels: list[str], out: str | Path, title: st
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m train.plots --stages A/history.csv B/history.csv --out loss.png`: one curve for a staged run."""
-    import argparse
+    import cli
 
-    p = argparse.ArgumentParser(prog="python -m train.plots", description=main.__doc__)
-    p.add_argument("--stages", nargs="+", required=True, help="history.csv of each stage, in order")
-    p.add_argument("--metric", default="loss")
-    p.add_argument("--title", default="Distillation loss (1 - cosine to the teachers)")
-    p.add_argument("--out", required=True)
+    p = cli.parser("python -m train.plots", __doc__)
+    p.add_argument("--stages", nargs="+", required=True, metavar="CSV",
+                   help="history.csv of each stage, in order (Keras CSVLogger files: one row per epoch)")
+    p.add_argument("--metric", default="loss", help="the history column to draw (default %(default)s)")
+    p.add_argument("--title", default="Distillation loss (1 - cosine to the teachers)",
+                   help="the plot's title (default: %(default)s)")
+    p.add_argument("--out", required=True, help="the PNG file to write")
     args = p.parse_args(argv)
     plot_stages([read_history(h) for h in args.stages], args.metric, args.out, args.title)
 
 
 if __name__ == "__main__":
-    main()
+    from train.cli import run_cli
+
+    run_cli(main)

@@ -38,14 +38,30 @@ DEFAULTS = dict(
 )
 
 
+HELP = dict(
+    input_size="input size in pixels of the backbone (a teacher takes its own)",
+    views="augmented views (crop, flip, colour) of each training image added to the whole images",
+    min_area="the views' random resized crop keeps at least this share of the image",
+    l2="L2 penalty of the head (on standardized features)",
+    steps="full-batch Adam steps of the head fit",
+    lr="peak learning rate of the head fit",
+    batch_size="images per forward pass",
+    seed="random seed of the views",
+)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train.probe", description=__doc__.split("\n\n")[0].strip())
+    from train.cli import parser
+    from train.frozen import WEIGHTS_HELP
+
+    p = parser("python -m train.probe", __doc__)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="DenseNet121 backbone weights (e.g. from python -m train.distill)")
+    source.add_argument("--weights", help=f"the DenseNet121 backbone to judge: {WEIGHTS_HELP.split(': ', 1)[1]}")
     source.add_argument("--teacher", help="a teacher file instead (.tflite/.onnx/.keras): the probe's ceiling")
-    p.add_argument("--data", required=True, help="DIR/train/<class>/* and DIR/val/<class>/*")
+    p.add_argument("--data", required=True, metavar="DIR", help="DIR/train/<class>/* and DIR/val/<class>/*")
     for key, value in DEFAULTS.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value,
+                       help=f"{HELP[key]} (default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -66,8 +82,9 @@ def embedder(args: argparse.Namespace):
         teacher = load_teacher(args.teacher)
         return teacher.features, teacher.input_size
     from model.network import build_feature_extractor
+    from train.frozen import backbone
 
-    model = build_feature_extractor(args.input_size, weights=args.weights)
+    model = build_feature_extractor(args.input_size, weights=backbone(args.weights, args.input_size))
     # predict_on_batch runs the compiled graph: several times the throughput of eager calls on the CPU
     return (lambda x: np.asarray(model.predict_on_batch(x.astype(np.float32)))), args.input_size
 

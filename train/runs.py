@@ -47,3 +47,37 @@ def epoch_timer(images_per_epoch: int):
             self.seconds.append(time.perf_counter() - self._t0)
 
     return EpochTimer()
+
+
+def progress_bar(steps_per_epoch: int, epochs: int, desc: str = "train"):
+    """A Keras callback: one tqdm bar over every step of every epoch, so that its ETA is the whole run's (Keras's
+    own bar only knows the epoch), and a line of metrics per epoch. One callback may follow several `fit` calls
+    (the phases of a run): the bar starts at the first epoch it sees, a resumed run's, and closes at the last."""
+    import sys
+
+    import keras
+    from tqdm import tqdm
+
+    class ProgressBar(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.bar = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.bar is None:
+                self.bar = tqdm(total=steps_per_epoch * epochs, initial=epoch * steps_per_epoch, desc=desc,
+                                unit="step", file=sys.stderr, dynamic_ncols=True)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.bar.update(1)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.bar.update(max(0, (epoch + 1) * steps_per_epoch - self.bar.n))
+            self.bar.write(f"epoch {epoch + 1}/{epochs}: "
+                           + "  ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items()))
+
+        def on_train_end(self, logs=None):
+            if self.bar is not None and self.bar.n >= self.bar.total:
+                self.bar.close()
+
+    return ProgressBar()

@@ -251,6 +251,7 @@ def _features_with_progress(embed, images, image_features, report_progress: Prog
 
 def main(argv: list[str] | None = None) -> TeachReport:
     import cli
+    from train.cli import ProgressBar
 
     p = cli.parser("python -m train.teach", __doc__)
     p.add_argument("--model", required=True, help="the bundle to teach (it must carry features.npz)")
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> TeachReport:
     p.add_argument("--out", required=True, help="the new bundle's folder (new or empty)")
     args = p.parse_args(argv)
     cli.quiet_frameworks()
-    bar = _CliProgress()
+    bar = ProgressBar("teach")
     try:
         report = teach(args.model, args.data, args.out, progress=bar)
     except TeachError as exc:
@@ -272,29 +273,7 @@ def main(argv: list[str] | None = None) -> TeachReport:
     return report
 
 
-class _CliProgress:
-    """One tqdm bar over the whole teach, with its ETA; started by the first step, so that an error found before
-    any work is the only line on stderr."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, fraction: float, message: str) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=1000, desc="teach", leave=True,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {elapsed}<{remaining} {postfix}")
-        self.bar.update(max(0, int(fraction * 1000) - self.bar.n))
-        self.bar.set_postfix_str(message[:60])
-        if fraction >= 1.0:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 if __name__ == "__main__":
-    main()
+    from train.cli import run_cli
+
+    run_cli(main)

@@ -106,7 +106,7 @@ def test_distilled_weights_start_the_two_phase_training(distilled, tmp_path):
     run, data, _, _ = distilled
     weights = run / "densenet121_distilled.weights.h5"
     out = tmp_path / "fine-tuned"
-    main(["--data", str(data), "--weights", str(weights), "--input-size", str(SIZE), "--epochs", "2",
+    main(["--fine-tune", "--data", str(data), "--weights", str(weights), "--input-size", str(SIZE), "--epochs", "2",
           "--head-epochs", "1", "--batch-size", "8", "--out", str(out), "--run-eagerly"])
     card = json.loads((out / "bundle/card.json").read_text())
     assert card["weights"] == weights.name and len((out / "history.csv").read_text().splitlines()) == 3

@@ -225,6 +225,12 @@ def test_task_that_cannot_import_its_pipeline_fails_the_job(private_redis, tiny_
     assert "ModuleNotFoundError" in RedisBroker(redis_url).recent_errors(job_id=job_id)[0]["error"]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A suite started in the background (`make test &`, CI runners) inherits SIGINT ignored, and so would the
+    # child: give it the disposition a terminal gives, so that SIGINT is the user's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_wait_explains_a_stalled_job(private_redis, tiny_bundle, tmp_path, good_images):
     """No worker, then a lost queue: `--wait` says why it is stuck and how to recover, and keeps waiting."""
     redis_url = private_redis.url(2)  # no worker listens here
@@ -232,7 +238,7 @@ def test_wait_explains_a_stalled_job(private_redis, tiny_bundle, tmp_path, good_
     good_images(3, "in", seed=400)
     proc = subprocess.Popen([sys.executable, "-m", "worker.submit", str(tmp_path / "in"), "--wait", "--chunk-size",
                              "1", "--stall-after", "1"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     out: dict[str, str] = {"stdout": "", "stderr": ""}
 
     def drain(name: str) -> None:
