@@ -177,12 +177,15 @@ def test_fine_tuning_flags_are_refused_or_noted_without_fine_tune(tmp_path, caps
     assert args.fine_tune and (args.input_size, args.lr, args.batch_size) == (224, 1e-3, 32)
 
 
-"""## --fine-tune: the network itself (here from scratch: one phase; tests/train/test_distill.py: two phases)"""
+"""## --fine-tune: the network itself, two phases on pretrained weights (a weights file, as a distilled backbone
+is one); from scratch (--weights none): tests/db/test_export.py"""
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """1 epoch from scratch with extra classes, then --resume to 2 epochs: the second epoch follows the first."""
+    """Two phases with extra classes: the head on the frozen base for 1 epoch, then --resume to 2 epochs, which
+    fine-tunes: the second epoch follows the first, across the phases."""
+    from model.network import build_feature_extractor
     from train.train import main
 
     root = tmp_path_factory.mktemp("train")
@@ -192,42 +195,54 @@ def run(tmp_path_factory):
         (extra / name).mkdir(parents=True)
         for i in range(4):
             Image.new("RGB", (40, 40), (120 + 30 * i,) * 3).save(extra / name / f"{i}.png")
+    weights = root / "backbone.weights.h5"  # a stand-in for a pretrained backbone: what matters is the loading
+    build_feature_extractor(32, weights=None).get_layer("densenet121").save_weights(weights)
     out = root / "run"
-    common = ["--fine-tune", "--data", str(data), "--extra-data", str(extra), "--weights", "none", "--input-size",
-              "32", "--batch-size", "8", "--out", str(out), "--run-eagerly"]
+    common = ["--fine-tune", "--data", str(data), "--extra-data", str(extra), "--weights", str(weights),
+              "--input-size", "32", "--batch-size", "8", "--head-epochs", "1", "--fine-tune-from", "conv5_block16",
+              "--out", str(out), "--run-eagerly"]
     bars = io.StringIO()
     with contextlib.redirect_stderr(bars):
         main([*common, "--epochs", "1"])
     first = (out / "history.csv").read_text().splitlines()
     main([*common, "--epochs", "2", "--resume"])
-    return out, data, first, bars.getvalue()
+    return out, data, first, bars.getvalue(), weights
 
 
 def test_training_writes_every_output(run, classifier_options):
-    out, data, _, bars = run
+    out, data, _, bars, weights = run
     _assert_run_outputs(out, "checkpoint.keras")
     history = (out / "history.csv").read_text().splitlines()
     assert history[0].split(",")[:1] == ["epoch"] and "val_accuracy" in history[0] and len(history) == 3
     report = (out / "report.txt").read_text()
     assert all(name in report for name in CLASSES) and "top1=" in report
     card = _assert_metrics_are_the_bundles(out, data / "val", classifier_options)
-    assert card["classes"] == sorted(CLASSES) and card["epochs"] == 2 and card["weights"] == "none"
+    assert card["classes"] == sorted(CLASSES) and card["epochs"] == 2 and card["weights"] == weights.name
     assert card["train_counts"] == {c: 6 for c in sorted(CLASSES)} and card["extra_data"] == "extra"
     # calibrated on the val photos, the ECE cross-validated over their scene folds
     assert card["calibration"]["folds_by"] == "scenes" and card["calibration"]["fitted_on"] == 9
     # one progress bar over every step of the run, with its ETA, and a line per epoch
-    assert re.search(r"train: .*\d+/\d+ \[\d\d:\d\d<", bars)
+    assert re.search(r"fine-tune: .*\d+/\d+ \[\d\d:\d\d<", bars)
+    # conv1 sits below the fine-tuned blocks: after both phases it still holds exactly the loaded kernel.
+    import keras
+
+    from model.network import build_feature_extractor
+
+    loaded = build_feature_extractor(32, weights=str(weights)).get_layer("densenet121")
+    saved = keras.saving.load_model(out / "bundle/model.keras", compile=False).get_layer("densenet121")
+    expected = loaded.get_layer("conv1_conv").get_weights()[0]
+    np.testing.assert_array_equal(saved.get_layer("conv1_conv").get_weights()[0], expected)
 
 
 def test_resume_continues_from_the_last_finished_epoch(run):
     """--resume picks up the saved epoch and optimizer state: epoch 2 follows epoch 1, not a restart."""
-    out, _, first, _ = run
+    out, _, first, _, _ = run
     lines = (out / "history.csv").read_text().splitlines()
     assert lines[:2] == first and [line.split(",")[0] for line in lines[1:]] == ["0", "1"]
 
 
 def test_extra_classes_are_dropped_from_the_saved_model(run, classifier_options):
-    out, _, _, _ = run
+    out, _, _, _, _ = run
     clf = load_classifier(out / "bundle", **classifier_options)
     assert clf.labels == sorted(CLASSES) and clf.model.outputs[0].shape[-1] == 3
 
@@ -235,7 +250,7 @@ def test_extra_classes_are_dropped_from_the_saved_model(run, classifier_options)
 def test_evaluate_prints_the_summary_line(run, tmp_path, capsys, classifier_options):
     from train.evaluate import main
 
-    out, data, _, _ = run
+    out, data, _, _, _ = run
     summary = main(["--model", str(out / "bundle"), "--data", str(data / "val"), "--json", str(tmp_path / "m.json")])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     match = re.fullmatch(r"top1=([0-9.]+) top5=([0-9.]+) macro_f1=([0-9.]+) ece=([0-9.]+) n=(\d+)", last)
@@ -257,7 +272,7 @@ def test_evaluate_prints_the_summary_line(run, tmp_path, capsys, classifier_opti
 def test_evaluate_rejects_unknown_classes(run, tmp_path, classifier_options):
     from train.evaluate import evaluate
 
-    out, _, _, _ = run
+    out, _, _, _, _ = run
     (tmp_path / "durian").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "durian" / "a.png")
     with pytest.raises(ValueError, match="durian"):
@@ -267,7 +282,7 @@ def test_evaluate_rejects_unknown_classes(run, tmp_path, classifier_options):
 def test_refuses_to_overwrite_a_run_without_resume(run, capsys):
     from train.train import main
 
-    out, data, _, _ = run
+    out, data, _, _, _ = run
     with pytest.raises(SystemExit) as exc:
         main(["--data", str(data), "--weights", "none", "--out", str(out)])  # --weights none: --fine-tune
     assert exc.value.code == 2 and "--resume" in capsys.readouterr().err  # cli.fail: one line, exit 2
