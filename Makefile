@@ -25,9 +25,12 @@ demo: venv batch-up
 services:
 	.ci/services.sh
 
+# Two pytest-xdist workers, each taking whole test files: about half the suite waits on processes it started
+# (workers, servers, a browser), so two keep both cores busy. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: venv services
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
 
 ## The suite without the tests marked slow (they train or serve a real network, or start worker processes)
 test-fast: venv services

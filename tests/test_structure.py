@@ -8,6 +8,7 @@ webui/ and demo.py sit on top; settings.py and cli.py may be imported by any ent
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.helpers import ROOT
@@ -123,3 +124,20 @@ def test_settings_and_cli_stay_small():
     graph = import_graph()
     assert graph["cli"] == set()
     assert {m.split(".")[0] for m in graph["settings"]} <= {"model"}
+
+
+def test_modules_stay_small_and_the_readme_is_a_front_page():
+    """A module a newcomer reads in one sitting (300 lines at most); the README a front page (120 lines, 10 KB)."""
+    files = [*project_modules().values(), *(ROOT / "benchmarks").glob("*.py")]
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}
+    readme = (ROOT / "README.md").read_bytes()
+    assert len(readme.splitlines()) <= 120 and len(readme) <= 10 * 1024
+
+
+def test_tables_are_defined_only_in_db():
+    """One definition of each table: `db.models`, read by everything else (Alembic migrations excepted)."""
+    defining = [str(p.relative_to(ROOT)) for p in project_modules().values()
+                if re.search(r"^\s*__tablename__ =|\bTable\(\s*\"", p.read_text(), re.M)
+                and "migrations" not in p.parts]
+    assert defining == ["db/models.py"]

@@ -26,11 +26,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from train.feature_sets import (
+    NEAR_DUPLICATE_SOURCES,
+    FeatureSets,
+    backbone_file,
+    feature_sets,
+    teacher_features,
+)
 
 DEFAULTS = dict(input_size=128, views=4, min_area=0.25, l2=1e-3, steps=500, lr=0.05, batch_size=64, seed=1337,
                 folds=5, keep_rate=0.70, studio_every=8, val_split=0.2)
@@ -54,7 +60,6 @@ WEIGHTS_HELP = ("the backbone: auto (ImageNet if Keras can download its DenseNet
                 "imagenet, distilled (the shipped fruit model's backbone, distilled offline from ImageNet teachers), "
                 "a bundle folder (its backbone) or a DenseNet121 weights file (.h5, e.g. from python -m "
                 "train.distill)")
-NEAR_DUPLICATE_SOURCES = ("fruits360",)  # rotating-fruit studio frames: a few in a row look alike
 
 
 def add_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: dict | None = None) -> None:
@@ -107,21 +112,6 @@ def backbone(weights: str, input_size: int) -> str:
         return DISTILLED
 
 
-@dataclass
-class FeatureSets:
-    """What the head recipe fits and calibrates on, as pooled features."""
-
-    classes: list[str]
-    tag: str  # backbone, input size and dataset: the cache key's start
-    card: dict  # what the model card says about the data
-    train: dict  # train.features.split_features of the train split (with its views)
-    val: dict  # of the val split
-    val_views: dict | None  # views of the val photos that are in the calibration pool
-    sources: list[str] | None  # the sources calibrated on; None: every photo
-    in_pool: np.ndarray  # (train + val,) bool: held out by the cross-validation, calibrated on
-    ood: np.ndarray | None
-
-
 def run(args: argparse.Namespace, *, bundle_dir: str | Path | None = None, run_dir: str | Path | None = None,
         command: str = "python -m train.frozen") -> dict:
     """Fit, calibrate and write the bundle to `bundle_dir` (default `args.out`); returns the calibration report.
@@ -132,7 +122,7 @@ def run(args: argparse.Namespace, *, bundle_dir: str | Path | None = None, run_d
     from train.cli import ProgressBar
     from train.head import HeadParams, fit_calibrated, fold_heads, ood_figures
 
-    weights, tag = _backbone_file(args)
+    weights, tag = backbone_file(args)
     sets = feature_sets(args, weights, tag)
     rows, train_rows, pool = fit_sets(args, sets)
     history = HeadHistory(sets.val["features"], sets.val["labels"]) if run_dir is not None else None
@@ -164,77 +154,6 @@ def run(args: argparse.Namespace, *, bundle_dir: str | Path | None = None, run_d
     return fitted.honesty.report
 
 
-def _backbone_file(args: argparse.Namespace) -> tuple[str, str]:
-    """(the backbone's weights: 'imagenet' or a file, the tag its cached features are kept under)."""
-    from model.bundle import file_sha256
-    from model.network import resolve_weights
-
-    weights = resolve_weights(args.weights)
-    if weights is None:
-        raise ValueError("--weights none: a backbone from scratch has no features worth freezing; train the whole "
-                         "network (python -m train --fine-tune --weights none) or pick pretrained weights")
-    backbone_id = "imagenet" if weights == "imagenet" else file_sha256(weights)[:12]
-    return weights, f"{backbone_id}-{args.input_size}-{Path(args.data).resolve().name}"
-
-
-def feature_sets(args: argparse.Namespace, weights: str, tag: str) -> FeatureSets:
-    """Every feature set the recipe needs, each computed once (or read from `--cache`), with progress bars."""
-    from model.network import build_feature_extractor
-    from train.calibrate import source_mask
-    from train.data import scan_dataset
-    from train.features import cached, split_features, view_features
-
-    classes, train_split, val_split = scan_dataset(args.data, args.val_split, args.seed)
-    print(f"{len(train_split)} train photos, {len(val_split)} val photos, {len(classes)} classes; backbone "
-          f"{args.weights} at {args.input_size} px, {args.views} views per training photo", flush=True)
-    embed = _lazy_embed(lambda: build_feature_extractor(args.input_size, weights=weights))
-    size, vkw = args.input_size, dict(min_area=args.min_area, seed=args.seed, batch_size=args.batch_size)
-    # Mirror images are not computed: features.npz keeps them for taught photos only (train.teach).
-    tr = cached(args.cache, f"{tag}-train-v{args.views}", lambda: split_features(
-        embed, train_split.paths, train_split.labels, size, views=args.views, mirror=False, desc="features: train",
-        **vkw))
-    va = cached(args.cache, f"{tag}-val", lambda: split_features(
-        embed, val_split.paths, val_split.labels, size, mirror=False, desc="features: val", **vkw))
-    tr_paths, va_paths = list(tr["paths"]), list(va["paths"])
-    sources = args.calibrate_on or calibration_sources(tr_paths + va_paths)
-    in_pool = source_mask(tr_paths + va_paths, sources)
-    if not in_pool.any():
-        raise ValueError(f"no photos of source {', '.join(sources or [])} to calibrate on")
-    vpool = np.flatnonzero(in_pool[len(tr_paths):])
-    vv = None
-    if args.views and len(vpool):
-        def val_views():
-            with _bar(args.views * len(vpool), "features: val views") as bar:
-                return view_features([va_paths[i] for i in vpool], va["labels"][vpool], embed, size, args.views,
-                                     progress=bar.update, **vkw)
-
-        vv = cached(args.cache, f"{tag}-val-{'-'.join(sources or ['all'])}-v{args.views}", val_views)
-    ood = None
-    if args.ood:
-        from model.images import scan_folder
-
-        ood_paths = scan_folder(args.ood, recursive=True).images
-        ood = cached(args.cache, f"{tag}-ood-{Path(args.ood).resolve().parent.name}-{Path(args.ood).name}",
-                     lambda: split_features(embed, ood_paths, [0] * len(ood_paths), size, mirror=False,
-                                            desc="features: ood", **vkw))["features"]
-    card = {"architecture": "DenseNet121", "dataset": Path(args.data).resolve().name, "classes": classes,
-            "train_counts": train_split.counts(classes), "val_counts": val_split.counts(classes)}
-    return FeatureSets(classes, tag, card, tr, va, vv, sources, in_pool, ood)
-
-
-def calibration_sources(paths: list) -> list[str] | None:
-    """The default pool of the cross-validation: every photo but the near-duplicate studio frames. Held out by
-    scene (a whole rotating fruit at a time) they are missed far more often than new frames of a fruit already
-    seen, and their temperature leaves the served studio shots under-confident: on the fruits, val ECE 0.080
-    calibrated on every photo against 0.044 without them. None (every photo) where that leaves none or takes none
-    away (file names without a `<source>__` prefix)."""
-    from train.metrics import source_of
-
-    present = {source_of(p) for p in paths}
-    kept = sorted(present - set(NEAR_DUPLICATE_SOURCES))
-    return kept if kept and len(kept) < len(present) else None
-
-
 def fit_sets(args: argparse.Namespace, sets: FeatureSets):
     """(rows of the fold fits, rows of the served fit, the calibration pool with its scene folds)."""
     from train.crossval import scene_folds
@@ -259,7 +178,7 @@ def fit_sets(args: argparse.Namespace, sets: FeatureSets):
 
         paths = [(list(tr["paths"]) + list(va["paths"]))[i] for i in ids]
         scenes = cached(args.cache, f"scenes-{Path(args.scenes).stem}-{sets.tag}",
-                        lambda: {"x": _teacher_features(args.scenes, paths, args.batch_size)})["x"]
+                        lambda: {"x": teacher_features(args.scenes, paths, args.batch_size)})["x"]
     else:
         scenes = plain[ids]
     return rows, train_rows, Pool(ids, labels[ids], plain[ids], scene_folds(scenes, labels[ids], args.folds,
@@ -320,35 +239,6 @@ class HeadHistory:
         history = read_history(run / "history.csv")
         plot_curve(history, "accuracy", run / "accuracy.png", "Head fit: accuracy (before calibration)", x="step")
         plot_curve(history, "loss", run / "loss.png", "Head fit: cross-entropy (before calibration)", x="step")
-
-
-def _bar(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
-
-
-def _lazy_embed(build):
-    """The backbone is built on the first call only: with every feature set cached, no network is loaded."""
-    model = []
-
-    def embed(x):
-        if not model:
-            model.append(build())
-        return np.asarray(model[0].predict_on_batch(np.asarray(x, np.float32)))
-
-    return embed
-
-
-def _teacher_features(teacher_file: str, paths: list, batch_size: int) -> np.ndarray:
-    from model.images import load_images
-    from train.features import in_batches
-    from train.teachers import load_teacher
-
-    teacher = load_teacher(teacher_file)
-    with _bar(len(paths), "features: scenes") as bar:
-        return in_batches(teacher.features, np.stack(load_images(paths, teacher.input_size)), batch_size,
-                          bar.update)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.demo.reviewapp import add_photo_job, real_files
+from tests.helpers import redis_db
 from tests.helpers.databases import migrated_sessions, url_of
 from tests.helpers.images import write_good_images, write_unknown_images
 from tests.helpers.processes import free_port
@@ -26,7 +27,7 @@ WRITES = {"/submit_job", "/fleet_status", "/list_jobs", "/job_report", "/review_
           "/teach", "/teach_from_reviews", "/use_model"}
 READS = {"/classify", "/predict", "/classify_upload"}
 # A Redis database of this module's own: a job submitted here must not reach another test's workers.
-REDIS_URL = os.environ.get("TEST_ACCESS_REDIS_URL", "redis://127.0.0.1:6379/11")
+REDIS_URL = os.environ.get("TEST_ACCESS_REDIS_URL", f"redis://127.0.0.1:6379/{redis_db(11)}")
 USER = ("ann", "s3cret-pass")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.demo.conftest import UPLOAD_LIMITS
-from tests.helpers import TINY_LABELS
+from tests.helpers import TINY_LABELS, redis_db
 from tests.helpers.images import write_bad_images, write_good_images
 from tests.helpers.processes import free_port
 from webui.upload import UploadLimits, UploadRefused, expand_upload
@@ -118,7 +118,7 @@ def test_the_folder_form_gives_way_to_one_line_without_a_broker(tmp_path):
     form, line = gone.availability()
     assert form.visible is False and line.visible is True
     assert "no task broker" in line.value and "**Upload** tab" in line.value
-    here = BatchTab(tmp_path, Settings(redis_url=os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")))
+    here = BatchTab(tmp_path, Settings(redis_url=os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{redis_db(13)}")))
     form, line = here.availability()  # the test Redis answers: the form, no line
     assert form.visible is True and line.visible is False
 

@@ -2,6 +2,7 @@
 themselves are in the conftest.py files). `images` writes image files and datasets, `databases` makes scratch
 databases and fabricated jobs, `processes` starts and stops Celery workers, redis-server and finds free ports."""
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -9,6 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # The tiny bundle of the root conftest: a real, untrained DenseNet121 (weights=None) at 32 px with 3 classes.
 TINY_LABELS = ["apple", "banana", "cherry"]
 TINY_SIZE = 32
+
+
+def redis_db(n: int) -> int:
+    """Redis database `n` of the shared test Redis, for this test process: `make test` runs the suite in two
+    pytest-xdist workers (gw0, gw1), and each must flush and fill databases of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return n - 4 * int(worker or 0)
 
 
 def assert_top1(labels: list[str], probs, names: list[str], atol: float = 1e-5) -> None:

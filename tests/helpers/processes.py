@@ -17,14 +17,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, redis_db
 
 __all__ = ["CELERY", "CHROMIUM", "CHROMIUM_ARGS", "TEST_REDIS_URL", "PrivateRedis", "WorkerProcess",
            "compose_worker_command", "free_port", "wait_job"]
 
 CELERY = str(Path(sys.executable).with_name("celery"))  # the console script, not `python -m celery`
 # Redis database 14 by default: tests flush only that one, never the database a developer's worker uses.
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{redis_db(14)}")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/services.sh installs it), driven by Playwright
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
