@@ -60,20 +60,18 @@ class UnknownDetector:
                        float(data["keep_rate"]))
 
 
-def fit_unknown(features: np.ndarray, labels: np.ndarray, n_classes: int, shrinkage: float = 0.1,
-                sample_weight: np.ndarray | None = None) -> UnknownDetector:
+def fit_unknown(features: np.ndarray, labels: np.ndarray, n_classes: int, shrinkage: float = 0.1
+                ) -> UnknownDetector:
     """Class means and one shared covariance of the training features, shrunk towards a scaled identity
-    (1024 dimensions from a few thousand images: the raw estimate is singular or nearly so). `sample_weight`: a row
-    counts as that many rows (train.teach's taught photos), in its class mean and in the covariance."""
+    (1024 dimensions from a few thousand images: the raw estimate is singular or nearly so)."""
     x = np.asarray(features, np.float64)
     labels = np.asarray(labels, np.int64)
-    w = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    center = (w[:, None] * x).sum(0) / w.sum()
+    center = x.mean(0)
     x = x - center
-    means = np.stack([(w[labels == c, None] * x[labels == c]).sum(0) / w[labels == c].sum()
-                      if (labels == c).any() else np.zeros(x.shape[1]) for c in range(n_classes)])
+    means = np.stack([x[labels == c].mean(0) if (labels == c).any() else np.zeros(x.shape[1])
+                      for c in range(n_classes)])
     within = x - means[labels]
-    cov = (w[:, None] * within).T @ within / max(w.sum() - n_classes, 1)
+    cov = within.T @ within / max(len(x) - n_classes, 1)
     cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
     values, vectors = np.linalg.eigh(cov)
     whitener = vectors / np.sqrt(np.maximum(values, 1e-12))  # cov^(-1/2) up to a rotation

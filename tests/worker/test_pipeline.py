@@ -100,9 +100,7 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier, good_image
 
     from db import crud
     from db.content_hash import hash_files
-    from db.migrate import upgrade
     from db.models import Prediction
-    from db.session import session_factory
     from worker.pipeline import classify_items, process_chunk
 
     good = good_images(5, "in")
@@ -115,14 +113,7 @@ def test_chunk_stored_with_a_row_per_image(tmp_path, tiny_classifier, good_image
     assert all(r["error"] is None and len(r["top_k"]) == 2 for r in rows[:5])
     assert all(r["error"] and r["label"] is None for r in rows[5:])
 
-    url = f"sqlite:///{tmp_path / 'r.db'}"
-    upgrade(url)
-    sessions = session_factory(url)
-    with sessions() as session, session.begin():
-        crud.upsert_model(session=session, version=tiny_classifier.model_version, labels=tiny_classifier.labels,
-                          input_size=32)
-        crud.create_job(session=session, job_id="j", folder=str(tmp_path), recursive=False, model_dir="m",
-                        model_version=tiny_classifier.model_version, total=len(items))
+    sessions = _empty_jobs(tmp_path, tiny_classifier, ["j"], len(items))
     for _ in range(2):
         assert process_chunk(sessions=sessions, classifier=tiny_classifier, job_id="j", items=items) == len(items)
     with sessions() as session:
@@ -154,6 +145,24 @@ def test_one_failing_file_does_not_fail_its_chunk(good_images, tiny_classifier, 
     assert "device went away" in rows[1]["error"]
 
 
+def _empty_jobs(tmp_path, classifier, job_ids: list[str], total: int):
+    """Sessions on a migrated SQLite file holding one job of `total` files per id, on `classifier`, no row yet."""
+    from db import crud
+    from db.migrate import upgrade
+    from db.session import session_factory
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    upgrade(url)
+    sessions = session_factory(url)
+    with sessions() as session, session.begin():
+        crud.upsert_model(session=session, version=classifier.model_version, labels=classifier.labels,
+                          input_size=32)
+        for job_id in job_ids:
+            crud.create_job(session=session, job_id=job_id, folder=str(tmp_path), recursive=False, model_dir="m",
+                            model_version=classifier.model_version, total=total)
+    return sessions
+
+
 def _stored(sessions, job_id: str) -> list[tuple]:
     from sqlalchemy import select
 
@@ -173,10 +182,7 @@ def test_prefetching_writes_the_rows_of_one_chunk_at_a_time(tmp_path, tiny_class
     outlives the call."""
     import threading
 
-    from db import crud
     from db.content_hash import hash_files
-    from db.migrate import upgrade
-    from db.session import session_factory
     from jobs.submit import chunked
     from worker.pipeline import classify_items, process_chunks
 
@@ -191,15 +197,7 @@ def test_prefetching_writes_the_rows_of_one_chunk_at_a_time(tmp_path, tiny_class
                                 strict=True))
     assert sum(e[-1] is not None for e in expected) == 5 and len(expected) == len(files)
 
-    url = f"sqlite:///{tmp_path / 'r.db'}"
-    upgrade(url)
-    sessions = session_factory(url)
-    with sessions() as session, session.begin():
-        crud.upsert_model(session=session, version=tiny_classifier.model_version, labels=tiny_classifier.labels,
-                          input_size=32)
-        for job_id in ("chunks", "culprit"):
-            crud.create_job(session=session, job_id=job_id, folder=str(tmp_path), recursive=False, model_dir="m",
-                            model_version=tiny_classifier.model_version, total=len(items))
+    sessions = _empty_jobs(tmp_path, tiny_classifier, ["chunks", "culprit"], len(items))
     done = []
     assert process_chunks(sessions=sessions, classifier=tiny_classifier, job_id="chunks", chunks=chunks, top_k=2,
                           batch_size=3, after_chunk=done.append) == len(items)
